@@ -1,0 +1,53 @@
+# Two commands on a fresh machine: `make demo` and `make test` (both install first).
+# Everything goes into .venv in the repository root; torch is pinned by constraints.txt.
+
+PYTHON  ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+# Debian packages the project needs at run time: libusb (pyrealsense2), hidapi (SpaceMouse),
+# GL/EGL + glib (MuJoCo rendering, OpenCV).
+DEB_PACKAGES := libusb-1.0-0 libhidapi-hidraw0 libhidapi-libusb0 libgl1 libegl1 libglib2.0-0
+
+export HF_HUB_OFFLINE := 1
+export MUJOCO_GL ?= egl
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install system-deps test test-all demo bench clean
+
+install: system-deps $(STAMP)
+
+# Installs missing Debian packages when running as root; otherwise says what is missing.
+system-deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then echo "note: not a Debian system; skipping:$$missing"; exit 0; fi; \
+	if [ "$$(id -u)" != "0" ]; then echo "note: missing Debian packages (run as root to install):$$missing"; exit 0; fi; \
+	echo "installing Debian packages:$$missing"; \
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=24" "setuptools>=69" wheel
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test]"
+	@$(BIN)/python -c "import torch, robot_learning; print('installed robot-learning', robot_learning.__version__, '| torch', torch.__version__)"
+	@touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+# Includes the slow learning runs kept out of CI.
+test-all: install
+	$(BIN)/python -m pytest -q -m ""
+
+demo: install
+	$(BIN)/robot-learning demo
+
+bench: install
+	$(BIN)/python bench/runtime_jitter.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache
