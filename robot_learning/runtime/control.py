@@ -124,6 +124,7 @@ class ControlRuntime:
         self.watchdog = Watchdog(self.loop.period_ns, config.watchdog_periods)
         self.stats = RunStats(loop=self.loop.stats)
         self._last_executed: Action | None = None
+        self._hold_reason: str | None = None  # set while the robot is held; cleared by a fresh action
         self._index = 0
 
     def _build_obs_features(self) -> FeatureSet:
@@ -153,6 +154,7 @@ class ControlRuntime:
         executed = self.robot.hold()
         self.safety.note_executed(executed)
         self._last_executed = executed
+        self._hold_reason = reason
         self.stats.holds += 1
         key = reason.split(":")[0]
         self.stats.reasons[key] = self.stats.reasons.get(key, 0) + 1
@@ -183,15 +185,15 @@ class ControlRuntime:
             if self.watchdog.trips > trips_before:
                 self.stats.watchdog_trips += 1
             late_ms = self.watchdog.timeout_ns / 1e6
-            reason = reason or f"watchdog: no fresh action for more than {late_ms:.0f} ms"
+            reason = reason or f"watchdog: no fresh action for {late_ms:.0f} ms or more"
             return self._emit(obs, requested, self._hold(reason), True, reason, 0)
         if obs is None:
             return self._emit(obs, None, self._hold(reason or "stale sensor"), True, reason, 0)
         if requested is None:
-            # Nothing new this tick: keep following the last command (hold if there is none).
-            if self._last_executed is None:
-                return self._emit(obs, None, self._hold("waiting for the first action"), True,
-                                  "waiting for the first action", 0)
+            # Nothing new this tick: stay held if held, else keep following the last command.
+            if self._last_executed is None or self._hold_reason is not None:
+                why = self._hold_reason or "waiting for the first action"
+                return self._emit(obs, None, self._hold(why), True, why, 0)
             executed = self.robot.send_action(self._last_executed)
             self._last_executed = executed
             return self._emit(obs, None, executed, False, reason, 0)
@@ -206,6 +208,7 @@ class ControlRuntime:
         executed = self.robot.send_action(result.action)
         self.safety.note_executed(executed)
         self._last_executed = executed
+        self._hold_reason = None
         return self._emit(obs, requested, executed, False, None, clipped)
 
     def _emit(self, obs, requested, executed, held, reason, clipped) -> TickRecord:
@@ -228,6 +231,7 @@ class ControlRuntime:
         if max_ticks is None and duration_s is None and should_stop is None:
             raise ConfigError("run(): give max_ticks, duration_s or should_stop, or it never ends")
         self.safety.reset(None)
+        self._last_executed, self._hold_reason = None, None
         self.source.reset()
         start = self.clock.now_ns()
         self.watchdog.feed(start)

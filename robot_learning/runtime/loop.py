@@ -84,11 +84,12 @@ class RateLoop:
 
 
 class Watchdog:
-    """Trips when no fresh action has arrived for more than ``timeout_periods`` control periods.
+    """Holds the robot when the newest fresh action is ``timeout_periods`` periods old or older.
 
     ``feed(t_ns)`` with the capture time of each fresh action; ``expired(now)`` is True once
-    ``now - last_feed > timeout_periods * period``. Started (fed) at the beginning of a run, so a
-    source that never produces anything trips it too.
+    ``now - last_feed >= timeout_periods * period``. If the source delivers its last action at
+    tick k-1, the robot holds at tick k-1+N: at most N periods after the first missing action.
+    A run feeds it at its start, so a source that never produces anything trips it too.
     """
 
     def __init__(self, period_ns: int, timeout_periods: float):
@@ -106,12 +107,12 @@ class Watchdog:
 
     def is_fresh(self, t_capture_ns: int, now_ns: int) -> bool:
         """Whether an action captured at ``t_capture_ns`` is young enough to execute."""
-        return now_ns - t_capture_ns <= self.timeout_ns
+        return now_ns - t_capture_ns < self.timeout_ns
 
     def expired(self, now_ns: int) -> bool:
         if self._last_ns is None:
             self._last_ns = now_ns
-        late = now_ns - self._last_ns > self.timeout_ns
+        late = now_ns - self._last_ns >= self.timeout_ns
         if late and not self._tripped:
             self.trips += 1
             self._tripped = True

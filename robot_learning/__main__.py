@@ -1,0 +1,3 @@
+from robot_learning.cli.main import entrypoint
+
+entrypoint()
