@@ -186,7 +186,7 @@ def run_demo(cfg: DemoConfig) -> int:
         ("ticks", f"{stats.loop.ticks} ({stats.loop.overruns} overruns, {stats.loop.missed_ticks} missed)"),
         ("period error", f"p50 {pe['p50']:.3f} ms, p99 {pe['p99']:.3f} ms, max {pe['max']:.3f} ms"),
         ("NaN commands", f"{stats.rejected} rejected, robot held (the robot never saw a NaN)"),
-        ("clipped ticks", f"{stats.clipped_ticks} (jump and past-limit targets)"),
+        ("clipped ticks", f"{stats.clipped_ticks} (fault windows, and catching up at the velocity cap after each hold)"),
         ("max |executed|", f"{summary['executed_max_abs_joint_rad']:.3f} rad (limit {arm_cfg.joint_limit_rad} rad)"),
         ("max command rate", f"{max_cmd_rate:.3f} rad/s between filtered ticks (cap {arm_cfg.safety_velocity_rad_s} rad/s)"),
         ("watchdog", f"{stats.watchdog_trips} trip(s); held {hold_delay} periods after the source stalled "
