@@ -22,6 +22,7 @@ import numpy as np
 from robot_learning.core.clock import NS_PER_S, Clock, default_clock
 from robot_learning.core.features import FeatureKind, FeatureSet, FeatureSpec
 from robot_learning.core.frame import Action, Observation
+from robot_learning.core.stamped import Stamped
 from robot_learning.errors import ConfigError, SpecMismatchError, StaleFrameError
 from robot_learning.hardware.robot import Robot
 from robot_learning.hardware.sensor import StreamingSensor
@@ -162,17 +163,22 @@ class ControlRuntime:
 
     def step(self, t_ns: int) -> TickRecord:
         """Run one tick for the deadline ``t_ns`` (no sleeping; ``run`` does the timing)."""
-        requested: Action | None = None
-        clipped = 0
         try:
             obs: Observation | None = self.observe(t_ns)
         except StaleFrameError as e:
-            obs = None
             self.stats.stale_sensor_ticks += 1
-            reason: str | None = f"stale sensor: {e}"
-        else:
-            reason = None
-        stamped = self.source.next_action(obs) if obs is not None else None
+            return self.apply(None, None, reason=f"stale sensor: {e}")
+        return self.apply(obs, self.source.next_action(obs))
+
+    def apply(self, obs: Observation | None, stamped: Stamped[Action] | None,
+              reason: str | None = None) -> TickRecord:
+        """Watchdog -> safety filter -> robot -> sinks for one tick's observation and action.
+
+        ``step`` calls it with the source's action; an env that is handed its actions (gym
+        ``step(action)``) calls it directly, so the same checks apply there.
+        """
+        requested: Action | None = None
+        clipped = 0
         now = self.clock.now_ns()
         if stamped is not None:
             requested = stamped.value
@@ -221,6 +227,16 @@ class ControlRuntime:
         return tick
 
     # --- the loop --------------------------------------------------------------------------
+    def begin(self) -> int:
+        """Start a run or an episode: forget the previous command, restart the watchdog."""
+        self.safety.reset(None)
+        self._last_executed, self._hold_reason = None, None
+        self.source.reset()
+        start = self.clock.now_ns()
+        self.watchdog = Watchdog(self.loop.period_ns, self.config.watchdog_periods)
+        self.watchdog.feed(start)
+        return start
+
     def run(self, max_ticks: int | None = None, duration_s: float | None = None,
             should_stop: Callable[[TickRecord], bool] | None = None) -> RunStats:
         """Run until ``max_ticks``, ``duration_s``, ``should_stop(tick)`` or Ctrl-C.
@@ -230,11 +246,7 @@ class ControlRuntime:
         """
         if max_ticks is None and duration_s is None and should_stop is None:
             raise ConfigError("run(): give max_ticks, duration_s or should_stop, or it never ends")
-        self.safety.reset(None)
-        self._last_executed, self._hold_reason = None, None
-        self.source.reset()
-        start = self.clock.now_ns()
-        self.watchdog.feed(start)
+        start = self.begin()
         end_ns = start + int(duration_s * NS_PER_S) if duration_s is not None else None
         try:
             while True:

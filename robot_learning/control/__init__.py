@@ -1,0 +1,1 @@
+"""Controllers that sit above any Robot (Cartesian end-effector control)."""
