@@ -153,6 +153,12 @@ class StreamingSensor(Device):
             raise StaleFrameError(self.name, age, max_age_s)
         return sample
 
+    def samples_after(self, seq: int) -> list[Sample]:
+        """Buffered samples newer than ``seq`` (oldest first): every frame of a stream, for
+        consumers that poll less often than the sensor samples (up to the buffer length)."""
+        with self._cv:
+            return [s for s in self._buf if s.seq > seq]
+
     def read_aligned(self, t_ns: int, max_age_s: float) -> Sample:
         self._require_connected("read_aligned")
         with self._cv:

@@ -1,3 +1,10 @@
 """MuJoCo robots, tasks, cameras and tactile sensors behind the device contracts
-(``robot_learning.sim``). Lands with the sim-world issue; the emulated arm in
-``robot_learning.hardware.emulated_arm`` stands in until then."""
+(``robot_learning.sim``).
+
+Rendering defaults to EGL (headless, works without a display); set ``MUJOCO_GL`` before the
+first import of mujoco to choose another backend (``glfw`` for a window, ``osmesa``).
+"""
+
+import os as _os
+
+_os.environ.setdefault("MUJOCO_GL", "egl")

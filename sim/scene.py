@@ -54,7 +54,7 @@ def _world_xml(robot: RobotModel, task_assets: str, task_bodies: str, width: int
             f'<config key="nchannel" value="3"/></plugin>' for site in robot.tactile_sites) + "</sensor>"
     # Scene cameras look at the workspace centre: "front" from the far side of the table, "top"
     # straight down, "side" from the robot's left.
-    d = 0.9 * s + 0.25
+    d = 0.55 * s + 0.12
     return f"""
 <mujoco model="scene">
   {ext}
@@ -69,14 +69,16 @@ def _world_xml(robot: RobotModel, task_assets: str, task_bodies: str, width: int
     <texture name="grid" type="2d" builtin="checker" rgb1="0.82 0.80 0.76" rgb2="0.74 0.72 0.68"
              width="256" height="256" mark="edge" markrgb="0.6 0.6 0.6"/>
     <material name="table" texture="grid" texrepeat="8 8" reflectance="0"/>
+    <texture name="sky" type="skybox" builtin="gradient" rgb1="0.55 0.62 0.7" rgb2="0.2 0.22 0.25" width="32" height="32"/>
     {task_assets}
   </asset>
   <worldbody>
     <light name="key" pos="{cx} {cy - 0.6} 1.6" dir="0 0.35 -1" diffuse="0.6 0.6 0.6" castshadow="false"/>
     <geom name="table" type="plane" size="1.2 1.2 0.02" material="table" friction="0.8 0.005 0.0001"/>
-    <camera name="front" pos="{cx + d} {cy} {0.45 * s + 0.2}" xyaxes="0 1 0 -0.55 0 0.85" fovy="50"/>
-    <camera name="top" pos="{cx} {cy} {1.0 * s + 0.3}" xyaxes="0 -1 0 1 0 0" fovy="45"/>
-    <camera name="side" pos="{cx} {cy + d} {0.45 * s + 0.2}" xyaxes="-1 0 0 0 -0.55 0.85" fovy="50"/>
+    <body name="workspace_center" pos="{cx} {cy} {0.04 * s}"/>
+    <camera name="front" pos="{cx + d} {cy} {0.42 * s + 0.1}" mode="targetbody" target="workspace_center" fovy="50"/>
+    <camera name="top" pos="{cx} {cy} {0.75 * s + 0.2}" xyaxes="0 -1 0 1 0 0" fovy="45"/>
+    <camera name="side" pos="{cx} {cy + d} {0.42 * s + 0.1}" mode="targetbody" target="workspace_center" fovy="50"/>
     <frame name="robot_mount" pos="0 0 0"/>
     {task_bodies}
   </worldbody>

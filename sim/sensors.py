@@ -9,6 +9,7 @@ captured, else captures now.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -17,8 +18,7 @@ import numpy as np
 
 from robot_learning.core.clock import NS_PER_S
 from robot_learning.core.features import FeatureKind, FeatureSet, FeatureSpec
-from robot_learning.core.stamped import Stamped
-from robot_learning.errors import ConfigError
+from robot_learning.errors import ConfigError, DeviceFaultError
 from robot_learning.hardware.sensor import Camera, TactileSensor
 from robot_learning.sim.world import SampleListener, SimWorld
 
@@ -38,6 +38,11 @@ class _SimSampled:
     world: SimWorld
     fps: float | None
     _listener: SampleListener | None
+
+    def connect(self) -> None:
+        super().connect()
+        self._listener = None
+        self.start_streaming()
 
     def start_streaming(self) -> None:
         self._require_connected("start_streaming")
@@ -113,12 +118,15 @@ class SimCamera(_SimSampled, Camera):
     def _connect(self) -> None:
         m = self.world.model
         m.vis.quality.offsamples = self.render_cfg.msaa_samples
-        self._renderer = mujoco.Renderer(m, self.height, self.width)
+        try:
+            self._renderer = mujoco.Renderer(m, self.height, self.width)
+        except Exception as e:  # no GL platform: say which backend failed and what to try
+            raise DeviceFaultError(self.name, f"cannot create a MuJoCo renderer with MUJOCO_GL="
+                                              f"{os.environ.get('MUJOCO_GL', '(unset)')}: {e}. Headless machines need "
+                                              "MUJOCO_GL=egl (or osmesa with libosmesa6)") from None
         flags = self._renderer.scene.flags
         flags[mujoco.mjtRndFlag.mjRND_SHADOW] = int(self.render_cfg.shadows)
         flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = int(self.render_cfg.reflections)
-        self._listener = None
-        self.start_streaming()
 
     def _disconnect(self) -> None:
         if self._renderer is not None:
@@ -170,8 +178,7 @@ class SimTactile(_SimSampled, TactileSensor):
         return self._features
 
     def _connect(self) -> None:
-        self._listener = None
-        self.start_streaming()
+        pass
 
     def _disconnect(self) -> None:
         pass
@@ -180,8 +187,3 @@ class SimTactile(_SimSampled, TactileSensor):
         sd = self.world.data.sensordata
         return {f: np.ascontiguousarray(sd[s].reshape(3, self.rows, self.cols).transpose(1, 2, 0), dtype=np.float32)
                 for f, s in self._slices.items()}
-
-
-def stamped_now(world: SimWorld, values) -> Stamped:
-    t = world.now_ns()
-    return Stamped(values, t, t)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import tyro
+
 from robot_learning.errors import ConfigError
 
 
@@ -39,3 +41,65 @@ class DoctorConfig:
 
     json: bool = False
     """Print one JSON line instead of a table."""
+
+
+@dataclass(frozen=True)
+class SimListConfig:
+    """List the registered sim tasks and robot models."""
+
+    json: bool = False
+    """Print one JSON line."""
+
+
+@dataclass(frozen=True)
+class _SimTaskArgs:
+    task: tyro.conf.Positional[str]
+    """Task name (see `robot-learning sim list`)."""
+    robot: str = "panda"
+    """Robot model: panda or so101."""
+    seed: int = 0
+    """First episode's seed; episode i uses seed + i."""
+    randomize: bool = False
+    """Domain randomisation (colours, lights, cameras, friction, mass)."""
+    waypoint_noise_m: float = 0.0
+    """Expert variant: Gaussian jitter of its waypoints (m)."""
+    action_noise_rad: float = 0.0
+    """Expert variant: Gaussian noise on its joint targets (rad)."""
+    speed_scale: float = 1.0
+    """Expert variant: < 1 moves slower."""
+
+
+@dataclass(frozen=True)
+class SimCheckConfig(_SimTaskArgs):
+    """Run the task's scripted expert on N seeds and report its success rate."""
+
+    episodes: int = 20
+    """Number of episodes."""
+    json: bool = False
+    """Print one JSON line."""
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1:
+            raise ConfigError.expected("--episodes", ">= 1", self.episodes)
+
+
+@dataclass(frozen=True)
+class SimViewConfig(_SimTaskArgs):
+    """Write a video of the scripted expert (scene camera and wrist camera side by side)."""
+
+    out: Path = Path("sim_view.mp4")
+    """Output .mp4 file."""
+    episodes: int = 1
+    """Episodes in the video."""
+    size: int = 256
+    """Image side of each camera (px)."""
+    fps: float = 30.0
+    """Camera rate on the sim clock (frames per second of sim time)."""
+    camera: str = "front"
+    """Scene camera: front, top or side."""
+
+    def __post_init__(self) -> None:
+        if self.out.suffix.lower() != ".mp4":
+            raise ConfigError.expected("--out", "a path ending in .mp4", str(self.out))
+        if not 32 <= self.size <= 640:
+            raise ConfigError.expected("--size", "32..640", self.size)

@@ -12,22 +12,44 @@ import contextlib
 import io
 import re
 import sys
+from dataclasses import dataclass
 from typing import Annotated, Callable, Sequence, Union
 
 import tyro
 
-from robot_learning.cli.commands import DemoConfig, DoctorConfig
+from robot_learning.cli.commands import (DemoConfig, DoctorConfig, SimCheckConfig, SimListConfig,
+                                        SimViewConfig)
 from robot_learning.errors import ConfigError, RobotLearningError
 
 PROG = "robot-learning"
 
+SimCommand = Union[
+    Annotated[SimListConfig, tyro.conf.subcommand("list")],
+    Annotated[SimCheckConfig, tyro.conf.subcommand("check")],
+    Annotated[SimViewConfig, tyro.conf.subcommand("view")],
+]
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """MuJoCo sim tools: list tasks, check scripted experts, write videos."""
+
+    cmd: tyro.conf.OmitSubcommandPrefixes[SimCommand]
+
+
 Command = Union[
     Annotated[DemoConfig, tyro.conf.subcommand("demo")],
+    Annotated[tyro.conf.OmitSubcommandPrefixes[SimConfig], tyro.conf.subcommand("sim")],
     Annotated[DoctorConfig, tyro.conf.subcommand("doctor")],
 ]
 
 
 def _runner(cmd: object) -> Callable[[object], int]:
+    if isinstance(cmd, SimConfig):
+        from robot_learning.cli import sim_cmds
+        runner = {SimListConfig: sim_cmds.run_sim_list, SimCheckConfig: sim_cmds.run_sim_check,
+                  SimViewConfig: sim_cmds.run_sim_view}[type(cmd.cmd)]
+        return lambda c: runner(c.cmd)
     if isinstance(cmd, DemoConfig):
         from robot_learning.cli.demo import run_demo
         return run_demo
