@@ -47,7 +47,15 @@ class Waypoint:
 
 
 class ScriptedExpert(ABC):
-    """Base: waypoint tracking. Subclasses implement ``plan(obs)``."""
+    """Base: waypoint tracking. Subclasses implement ``plan(obs)``.
+
+    Position-controlled joints sag under gravity, so the tool settles millimetres away from the
+    IK target; an integral term on the tool target (gain ``INTEGRAL_GAIN`` per tick, clamped at
+    ``INTEGRAL_MAX_M``) removes that steady-state error.
+    """
+
+    INTEGRAL_GAIN = 0.3
+    INTEGRAL_MAX_M = 0.015
 
     def __init__(self, env, noise: ExpertNoise = ExpertNoise()):
         self.env = env
@@ -87,6 +95,7 @@ class ScriptedExpert(ABC):
         self._set_pos, _ = self.ctrl.forward(q)
         self._yaw = self._current_yaw(q)
         self._q_cmd = q.copy()
+        self._bias = np.zeros(3)
         self._gripper = float(obs.state["gripper_pos"][0])
 
     def _current_yaw(self, q: np.ndarray) -> float:
@@ -108,8 +117,13 @@ class ScriptedExpert(ABC):
         self._yaw += float(np.clip(dyaw, -1.5 * self.dt, 1.5 * self.dt))
         # track the setpoint from the commanded joints (smooth), re-anchored on the measured ones
         q_meas = np.asarray(obs.state["joint_pos_rad"], dtype=np.float64)
+        tcp_now = np.asarray(obs.state["ee_pos_m"], dtype=np.float64)
+        self._bias = self._bias + self.INTEGRAL_GAIN * (self._set_pos - tcp_now)
+        norm = float(np.linalg.norm(self._bias))
+        if norm > self.INTEGRAL_MAX_M:
+            self._bias *= self.INTEGRAL_MAX_M / norm
         q_ref = 0.5 * (self._q_cmd + q_meas)
-        self._q_cmd = self.ctrl.solve(q_ref, self._set_pos, self.down_quat(self._yaw), self.dt)
+        self._q_cmd = self.ctrl.solve(q_ref, self._set_pos + self._bias, self.down_quat(self._yaw), self.dt)
         self._gripper = float(np.clip(self._gripper + np.clip(wp.gripper - self._gripper, -0.5, 0.5), 0, 1))
         if not self.done:
             tcp = np.asarray(obs.state["ee_pos_m"], dtype=np.float64)
