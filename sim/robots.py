@@ -37,8 +37,13 @@ class RobotModel:
     ee_site: str                              # tool-centre-point site between the fingertips
     home_qpos: tuple[float, ...]              # arm joints at home, rad
     max_joint_velocity_rad_s: tuple[float, ...]  # published joint speed limits
-    tactile_sites: tuple[str, ...] = ()       # fingertip pad sites (z axis pointing out of the pad)
+    tactile_sites: tuple[str, ...] = ()       # fingertip pad sites (touch_grid looks along -z: -z out of the pad)
     wrist_camera: str | None = None           # camera name on the wrist, if any
+    #: how far the jaw tips reach past the tcp along the approach axis (keep them off the table)
+    tip_beyond_tcp_m: float = 0.0
+    #: one-sided grippers (a fixed jaw and a moving one): the fixed jaw's inner face on the tool y
+    #: axis (m from the tcp); a grasp puts the object just off it so the moving jaw closes onto it
+    fixed_jaw_face_y_m: float | None = None
 
     def __post_init__(self) -> None:
         n = len(self.joint_names)
@@ -95,6 +100,8 @@ SO101 = RobotModel(
     max_joint_velocity_rad_s=(4.0, 4.0, 4.0, 4.0, 4.0),
     tactile_sites=("jaw_pad",),
     wrist_camera="wrist_cam",
+    tip_beyond_tcp_m=0.015,
+    fixed_jaw_face_y_m=-0.0125,
 )
 
 ROBOTS: dict[str, RobotModel] = {"panda": PANDA, "so101": SO101}

@@ -36,6 +36,23 @@ class ExpertNoise:
             raise ConfigError.expected("speed_scale", "0.1..3", self.speed_scale)
 
 
+def _straighten_down(quat_wxyz: np.ndarray) -> np.ndarray:
+    """Smallest rotation that turns the tool's z axis to world -z, applied to ``quat_wxyz``."""
+    import mujoco
+
+    mat = np.empty(9)
+    mujoco.mju_quat2Mat(mat, quat_wxyz)
+    z = mat.reshape(3, 3)[:, 2]
+    target = np.array([0.0, 0.0, -1.0])
+    axis = np.cross(z, target)
+    s, c = float(np.linalg.norm(axis)), float(np.dot(z, target))
+    if s < 1e-9:
+        return np.asarray(quat_wxyz, dtype=np.float64)
+    q = np.empty(4)
+    mujoco.mju_axisAngle2Quat(q, axis / s, float(np.arctan2(s, c)))
+    return quat_mul(q, quat_wxyz)
+
+
 @dataclass
 class Waypoint:
     pos_m: np.ndarray
@@ -64,7 +81,8 @@ class ScriptedExpert(ABC):
         self.scale = env.task.scale
         self.ctrl = CartesianController(self.robot)
         self.dt = 1.0 / env.task.config.control_rate_hz
-        _, self.home_quat = self.ctrl.forward(np.asarray(self.robot.home_qpos))
+        _, home_quat = self.ctrl.forward(np.asarray(self.robot.home_qpos))
+        self.home_quat = _straighten_down(home_quat)
         self.rng = np.random.default_rng(0)
         self.waypoints: list[Waypoint] = []
 
@@ -74,8 +92,27 @@ class ScriptedExpert(ABC):
 
     # --- helpers ---------------------------------------------------------------------------
     def down_quat(self, yaw_rad: float) -> np.ndarray:
-        """Tool pointing down (as at home), rotated by ``yaw_rad`` about the vertical."""
+        """Tool pointing straight down (home orientation, tilted to vertical), rotated by
+        ``yaw_rad`` about the vertical. A 5-DoF arm reaches this everywhere in its workspace: the
+        wrist flex makes the tool vertical, the wrist roll sets the yaw."""
         return quat_mul(np.array([np.cos(yaw_rad / 2), 0.0, 0.0, np.sin(yaw_rad / 2)]), self.home_quat)
+
+    def grasp_point(self, center: np.ndarray, yaw_rad: float, half_width_m: float, margin_m: float = 0.004) -> np.ndarray:
+        """Where to put the tcp to grasp an object centred at ``center`` (top-down, tool yaw
+        ``yaw_rad``): at the centre for symmetric grippers; beside the fixed jaw's face, with a
+        margin, for one-sided grippers. The height keeps the jaw tips above the table."""
+        p = np.asarray(center, dtype=np.float64).copy()
+        p[2] = max(p[2], self.robot.tip_beyond_tcp_m + 0.003)
+        face = self.robot.fixed_jaw_face_y_m
+        if face is not None:
+            rot = self.down_quat(yaw_rad)
+            mat = np.empty(9)
+            import mujoco
+            mujoco.mju_quat2Mat(mat, rot)
+            y_axis = mat.reshape(3, 3)[:, 1]
+            obj_y = face + half_width_m + margin_m   # object centre on the tool y axis
+            p[:2] -= (y_axis * obj_y)[:2]
+        return p
 
     @staticmethod
     def grasp_yaw(object_yaw: float) -> float:

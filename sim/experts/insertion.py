@@ -26,7 +26,7 @@ class InsertionExpert(ScriptedExpert):
         s, L = self.scale, self.env.task.peg_half_len
         peg = np.asarray(obs["peg_pos_m"], dtype=np.float64)
         yaw = self.grasp_yaw(quat_yaw(np.asarray(obs["peg_quat_wxyz"])))
-        grasp = peg + [0, 0, 0.45 * L]
+        grasp = self.grasp_point(peg + [0, 0, 0.45 * L], yaw, self.env.task.peg_half)
         self._carry_z = float(obs["hole_pos_m"][2]) + 2 * L + 0.05 * s
         self._xy = None
         slow = 0.05 * s + 0.01
