@@ -12,17 +12,17 @@ from robot_learning.errors import ConfigError
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Run the main job on the embedded default and print what it measured (today: the control
-    runtime, safety filter and watchdog on the emulated arm; sim, recording and training come next)."""
+    """Run the main job on the embedded default (MuJoCo twin): the expert through the control runtime,
+    the safety filter and watchdog under injected faults, and loop timing (recording and training come next)."""
 
     quick: bool = False
-    """CI-sized run (a few seconds)."""
+    """CI-sized run (2 expert episodes, shorter safety and timing runs)."""
     rate_hz: float = 50.0
     """Control rate."""
     duration_s: float | None = None
-    """Run length; default 10 s (3 s with --quick)."""
+    """Length of the safety run (sim time); default 10 s (4 s with --quick)."""
     out: Path | None = None
-    """Output folder for the tick log, plot and summary (default: runs/demo-<time>)."""
+    """Output folder for the video, tick log, plot and summary (default: runs/demo-<time>)."""
     json: bool = False
     """Also print the summary as one JSON line."""
     seed: int = 0
