@@ -58,10 +58,13 @@ class Insertion(Task):
         p, L = self.peg_half, self.peg_half_len
         hh, F, D = self.hole_half, c.fixture_half_m * self.scale, self.depth
         wall = (F - hh) / 2  # half-thickness of each wall
+        # MuJoCo takes the larger friction of two touching geoms unless one has priority: the
+        # walls' priority makes peg-wall contacts use 0.3 (machined parts), while the peg keeps
+        # its high friction against the fingers.
         off = hh + wall       # wall centre offset from the hole axis
         walls = "".join(
             f'<geom name="fixture_wall{i}" type="box" size="{sx} {sy} {D / 2}" pos="{x} {y} {D / 2}" '
-            f'rgba="0.3 0.35 0.45 1" friction="0.6 0.005 0.0001" condim="3"/>'
+            f'rgba="0.3 0.35 0.45 1" friction="0.3 0.005 0.0001" condim="3" priority="1"/>'
             for i, (sx, sy, x, y) in enumerate([(wall, F, off, 0), (wall, F, -off, 0),
                                                 (hh, wall, 0, off), (hh, wall, 0, -off)]))
         cx, cy = self.workspace.center_xy
