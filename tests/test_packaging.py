@@ -164,6 +164,10 @@ _PROBE = textwrap.dedent(r"""
         except ModuleNotFoundError:
             top[name] = None
     out["top_level"] = top
+    import mujoco
+    from robot_learning.sim.robots import ROBOTS
+    out["robot_models"] = {n: [str(r.mjcf_path()), mujoco.MjModel.from_xml_path(str(r.mjcf_path())).nu]
+                           for n, r in ROBOTS.items()}
     print(json.dumps(out))
 """)
 
@@ -197,6 +201,8 @@ def test_wheel_installs_and_imports_in_a_fresh_venv(wheel, tmp_path):
     assert _inside(probe["robot_learning"], installed), (
         f"robot_learning imported from {probe['robot_learning']}, not from the fresh venv {installed}")
     assert not probe["errors"], f"imports failed in the installed package: {probe['errors']}"
+    for name, (path, n_actuators) in probe["robot_models"].items():  # MJCF shipped as package data
+        assert _inside(path, installed) and n_actuators > 0, (name, path)
     for name, file in probe["modules"].items():
         assert file and _inside(file, installed), f"{name} imported from {file}, outside {installed}"
     with zipfile.ZipFile(wheel) as zf:
