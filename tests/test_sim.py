@@ -232,3 +232,49 @@ def test_sim_cli_check_list_and_view(tmp_path):
     r = subprocess.run([EXE, "sim", "view", "lift", "--out", str(tmp_path / "x.avi")], capture_output=True,
                        text=True, env=env, timeout=60)
     assert r.returncode == 2 and "ending in .mp4" in r.stderr
+
+
+def test_end_effector_commands_go_through_workspace_box_ik_and_joint_filter():
+    """A delta end-effector source (SpaceMouse-style) on the sim twin: the target is boxed, IK
+    maps it to joints, the joint filter still applies, and NaN is rejected."""
+    from robot_learning.control.cartesian import CartesianController
+    from robot_learning.core.stamped import Stamped
+    from robot_learning.runtime.cartesian_stage import DELTA, CartesianStage
+
+    env = SimEnv(SimEnvConfig(task="lift"))
+    env.reset(seed=0)
+    clock = env.world.clock
+    lo, hi = np.array([0.3, -0.2, 0.05]), np.array([0.6, 0.2, 0.4])
+    pushes = [np.array([0.0, 0.0, -0.02])] * 40 + [np.array([np.nan, 0.0, 0.0])] * 2
+
+    class SpaceMouse:
+        action_features = DELTA
+
+        def reset(self):
+            self.i = 0
+
+        def next_action(self, obs):
+            d = pushes[min(self.i, len(pushes) - 1)]
+            self.i += 1
+            a = Action({"ee_dpos_m": d.astype(np.float32), "ee_drot_rad": np.zeros(3, np.float32),
+                        "gripper_pos": np.zeros(1, np.float32)})
+            return Stamped(a, clock.now_ns(), clock.now_ns())
+
+    ticks = []
+
+    class Sink:
+        def on_tick(self, t):
+            ticks.append(t)
+
+        def close(self):
+            pass
+
+    stage = CartesianStage(CartesianController(env.robot.spec), DELTA, 0.1, lo, hi)
+    rt = ControlRuntime(env.robot, SpaceMouse(), RuntimeConfig(rate_hz=10), sinks=[Sink()], clock=clock,
+                        cartesian=stage)
+    stats = rt.run(max_ticks=len(pushes))
+    z = [t.observation.state["ee_pos_m"][2] for t in ticks if t.observation is not None]
+    assert min(z) >= lo[2] - 0.01  # pushed down for 0.8 m, stopped at the box floor (5 cm)
+    assert z[0] - min(z) > 0.2
+    assert stats.rejected == 2 and ticks[-1].held and "non-finite" in ticks[-1].reason
+    env.close()

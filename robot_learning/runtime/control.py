@@ -26,6 +26,7 @@ from robot_learning.core.stamped import Stamped
 from robot_learning.errors import ConfigError, SpecMismatchError, StaleFrameError
 from robot_learning.hardware.robot import Robot
 from robot_learning.hardware.sensor import StreamingSensor
+from robot_learning.runtime.cartesian_stage import CartesianStage
 from robot_learning.runtime.loop import LoopStats, RateLoop, Watchdog
 from robot_learning.runtime.safety import SafetyConfig, SafetyFilter
 from robot_learning.runtime.sources import ActionSource
@@ -107,14 +108,16 @@ class ControlRuntime:
 
     def __init__(self, robot: Robot, source: ActionSource, config: RuntimeConfig = RuntimeConfig(), *,
                  sensors: Sequence[StreamingSensor] = (), sinks: Sequence[Sink] = (),
-                 safety: SafetyConfig | None = None, clock: Clock | None = None):
+                 safety: SafetyConfig | None = None, clock: Clock | None = None,
+                 cartesian: CartesianStage | None = None):
         self.robot = robot
         self.source = source
         self.config = config
         self.sensors = tuple(sensors)
         self.sinks = list(sinks)
         self.clock = clock if clock is not None else default_clock()
-        if source.action_features != robot.action_features:
+        self.cartesian = cartesian
+        if cartesian is None and source.action_features != robot.action_features:
             raise SpecMismatchError.expected("action source features", robot.action_features,
                                              source.action_features)
         self.observation_features = self._build_obs_features()
@@ -203,7 +206,14 @@ class ControlRuntime:
             executed = self.robot.send_action(self._last_executed)
             self._last_executed = executed
             return self._emit(obs, None, executed, False, reason, 0)
-        result = self.safety(requested, obs.state)
+        joint_cmd = requested
+        if self.cartesian is not None:  # end-effector command: workspace box + IK first
+            joint_cmd, why = self.cartesian.to_joints(requested, obs)
+            if joint_cmd is None:
+                self.stats.rejected += 1
+                reason = f"rejected: {why}"
+                return self._emit(obs, requested, self._hold(reason), True, reason, 0)
+        result = self.safety(joint_cmd, obs.state)
         if result.action is None:
             self.stats.rejected += 1
             reason = f"rejected: {result.rejected}"
@@ -231,6 +241,8 @@ class ControlRuntime:
         """Start a run or an episode: forget the previous command, restart the watchdog."""
         self.safety.reset(None)
         self._last_executed, self._hold_reason = None, None
+        if self.cartesian is not None:
+            self.cartesian.reset()
         self.source.reset()
         start = self.clock.now_ns()
         self.watchdog = Watchdog(self.loop.period_ns, self.config.watchdog_periods)
