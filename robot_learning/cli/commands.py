@@ -103,3 +103,55 @@ class SimViewConfig(_SimTaskArgs):
             raise ConfigError.expected("--out", "a path ending in .mp4", str(self.out))
         if not 32 <= self.size <= 640:
             raise ConfigError.expected("--size", "32..640", self.size)
+
+
+@dataclass(frozen=True)
+class RecordConfig:
+    """Teleoperate and record demonstrations into a crash-safe zarr dataset."""
+
+    dataset: Path
+    """Dataset folder (created, or appended to after recovering a killed recording)."""
+    robot: str = "sim:lift"
+    """sim:TASK or sim:TASK:MODEL (MODEL: panda, so101)."""
+    teleop: str = "scripted"
+    """scripted (the task's expert). keyboard, gamepad, spacemouse and leader arms arrive with the hardware drivers."""
+    episodes: int = 10
+    """Episodes to record."""
+    task: str | None = None
+    """Instruction stored with each episode (default: the sim task's)."""
+    seed: int | None = None
+    """First episode seed (default: continue after the dataset's episodes)."""
+    cameras: tuple[str, ...] = ("front", "wrist")
+    """Cameras to record (sim: front, top, side, wrist)."""
+    image_size: int = 96
+    """Sim camera image side (px)."""
+    camera_fps: float = 30.0
+    """Camera rate (Hz)."""
+    tactile: bool = True
+    """Record fingertip taxels."""
+    lossless: bool = False
+    """PNG instead of JPEG for images."""
+    keep_failures: bool = False
+    """Also keep episodes whose success test failed (marked success=false)."""
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1:
+            raise ConfigError.expected("--episodes", ">= 1", self.episodes)
+
+
+@dataclass(frozen=True)
+class DatasetInfoConfig:
+    """Summarise a dataset: episodes, frames, streams and their rates, features."""
+
+    dataset: tyro.conf.Positional[Path]
+    json: bool = False
+    """Print one JSON line."""
+
+
+@dataclass(frozen=True)
+class DatasetVerifyConfig:
+    """Check a dataset's invariants (contiguous episodes, monotonic timestamps, no NaN, images decode)."""
+
+    dataset: tyro.conf.Positional[Path]
+    json: bool = False
+    """Print one JSON line."""

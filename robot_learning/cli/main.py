@@ -17,8 +17,8 @@ from typing import Annotated, Callable, Sequence, Union
 
 import tyro
 
-from robot_learning.cli.commands import (DemoConfig, DoctorConfig, SimCheckConfig, SimListConfig,
-                                        SimViewConfig)
+from robot_learning.cli.commands import (DatasetInfoConfig, DatasetVerifyConfig, DemoConfig, DoctorConfig,
+                                        RecordConfig, SimCheckConfig, SimListConfig, SimViewConfig)
 from robot_learning.errors import ConfigError, RobotLearningError
 
 PROG = "robot-learning"
@@ -37,8 +37,23 @@ class SimConfig:
     cmd: tyro.conf.OmitSubcommandPrefixes[SimCommand]
 
 
+DatasetCommand = Union[
+    Annotated[DatasetInfoConfig, tyro.conf.subcommand("info")],
+    Annotated[DatasetVerifyConfig, tyro.conf.subcommand("verify")],
+]
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """Dataset tools: info, verify."""
+
+    cmd: tyro.conf.OmitSubcommandPrefixes[DatasetCommand]
+
+
 Command = Union[
     Annotated[DemoConfig, tyro.conf.subcommand("demo")],
+    Annotated[RecordConfig, tyro.conf.subcommand("record")],
+    Annotated[tyro.conf.OmitSubcommandPrefixes[DatasetConfig], tyro.conf.subcommand("dataset")],
     Annotated[tyro.conf.OmitSubcommandPrefixes[SimConfig], tyro.conf.subcommand("sim")],
     Annotated[DoctorConfig, tyro.conf.subcommand("doctor")],
 ]
@@ -49,6 +64,14 @@ def _runner(cmd: object) -> Callable[[object], int]:
         from robot_learning.cli import sim_cmds
         runner = {SimListConfig: sim_cmds.run_sim_list, SimCheckConfig: sim_cmds.run_sim_check,
                   SimViewConfig: sim_cmds.run_sim_view}[type(cmd.cmd)]
+        return lambda c: runner(c.cmd)
+    if isinstance(cmd, RecordConfig):
+        from robot_learning.cli.record_cmds import run_record
+        return run_record
+    if isinstance(cmd, DatasetConfig):
+        from robot_learning.cli import record_cmds
+        runner = {DatasetInfoConfig: record_cmds.run_dataset_info,
+                  DatasetVerifyConfig: record_cmds.run_dataset_verify}[type(cmd.cmd)]
         return lambda c: runner(c.cmd)
     if isinstance(cmd, DemoConfig):
         from robot_learning.cli.demo import run_demo

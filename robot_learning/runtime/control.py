@@ -15,7 +15,7 @@ Sinks always receive the executed action: what the recorder stores is what the r
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -26,10 +26,12 @@ from robot_learning.core.stamped import Stamped
 from robot_learning.errors import ConfigError, SpecMismatchError, StaleFrameError
 from robot_learning.hardware.robot import Robot
 from robot_learning.hardware.sensor import StreamingSensor
-from robot_learning.runtime.cartesian_stage import CartesianStage
 from robot_learning.runtime.loop import LoopStats, RateLoop, Watchdog
 from robot_learning.runtime.safety import SafetyConfig, SafetyFilter
 from robot_learning.runtime.sources import ActionSource
+
+if TYPE_CHECKING:  # the Cartesian stage pulls in mink/mujoco: only runtimes that use it pay for it
+    from robot_learning.runtime.cartesian_stage import CartesianStage
 
 
 @dataclass(frozen=True)
