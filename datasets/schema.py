@@ -107,6 +107,7 @@ class EpisodeRecord:
     intervention_ticks: int = 0
     dropped: Mapping[str, int] = field(default_factory=dict)
     operator_notes: str = ""
+    seed: int | None = None                       # sim episodes: the reset seed (for replay)
 
     @property
     def length(self) -> int:
@@ -126,4 +127,5 @@ class EpisodeRecord:
                    image_bytes={k: tuple(v) for k, v in d.get("image_bytes", {}).items()},
                    task=d.get("task", ""), success=d.get("success"), t_start_ns=int(d.get("t_start_ns", 0)),
                    t_end_ns=int(d.get("t_end_ns", 0)), intervention_ticks=int(d.get("intervention_ticks", 0)),
-                   dropped=dict(d.get("dropped", {})), operator_notes=d.get("operator_notes", ""))
+                   dropped=dict(d.get("dropped", {})), operator_notes=d.get("operator_notes", ""),
+                   seed=d.get("seed"))

@@ -155,3 +155,66 @@ class DatasetVerifyConfig:
     dataset: tyro.conf.Positional[Path]
     json: bool = False
     """Print one JSON line."""
+
+
+@dataclass(frozen=True)
+class DatasetReplayConfig:
+    """Re-execute an episode's executed actions on the sim robot and report the tracking error."""
+
+    dataset: tyro.conf.Positional[Path]
+    episode: int = 0
+    """Episode index (-1: every episode)."""
+    json: bool = False
+    """Print one JSON line."""
+
+
+@dataclass(frozen=True)
+class DatasetViewConfig:
+    """Write an mp4 of an episode (its cameras side by side, at the first camera's rate)."""
+
+    dataset: tyro.conf.Positional[Path]
+    episode: int = 0
+    """Episode index."""
+    out: Path = Path("episode.mp4")
+    """Output .mp4 file."""
+
+    def __post_init__(self) -> None:
+        if self.out.suffix.lower() != ".mp4":
+            raise ConfigError.expected("--out", "a path ending in .mp4", str(self.out))
+
+
+@dataclass(frozen=True)
+class DatasetSplitConfig:
+    """Split a dataset in two: the first --fraction of its episodes, and the rest."""
+
+    dataset: tyro.conf.Positional[Path]
+    out_a: Path
+    """Dataset for the first part (e.g. train)."""
+    out_b: Path
+    """Dataset for the rest (e.g. validation)."""
+    fraction: float = 0.9
+    """Share of episodes in out_a."""
+    seed: int | None = None
+    """Shuffle episodes with this seed before splitting (default: keep order)."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.fraction < 1:
+            raise ConfigError.expected("--fraction", "0 < fraction < 1", self.fraction)
+
+
+@dataclass(frozen=True)
+class DatasetMergeConfig:
+    """Merge datasets with the same schema into a new one."""
+
+    datasets: tyro.conf.Positional[tuple[Path, ...]]
+    out: Path
+    """New dataset."""
+
+
+@dataclass(frozen=True)
+class DatasetDeleteConfig:
+    """Delete episodes (the dataset is rewritten; the original is replaced only when the copy is complete)."""
+
+    dataset: tyro.conf.Positional[Path]
+    index: tuple[int, ...]
+    """Episode indices to delete."""

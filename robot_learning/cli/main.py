@@ -17,8 +17,10 @@ from typing import Annotated, Callable, Sequence, Union
 
 import tyro
 
-from robot_learning.cli.commands import (DatasetInfoConfig, DatasetVerifyConfig, DemoConfig, DoctorConfig,
-                                        RecordConfig, SimCheckConfig, SimListConfig, SimViewConfig)
+from robot_learning.cli.commands import (DatasetDeleteConfig, DatasetInfoConfig, DatasetMergeConfig,
+                                        DatasetReplayConfig, DatasetSplitConfig, DatasetVerifyConfig,
+                                        DatasetViewConfig, DemoConfig, DoctorConfig, RecordConfig, SimCheckConfig,
+                                        SimListConfig, SimViewConfig)
 from robot_learning.errors import ConfigError, RobotLearningError
 
 PROG = "robot-learning"
@@ -40,12 +42,17 @@ class SimConfig:
 DatasetCommand = Union[
     Annotated[DatasetInfoConfig, tyro.conf.subcommand("info")],
     Annotated[DatasetVerifyConfig, tyro.conf.subcommand("verify")],
+    Annotated[DatasetReplayConfig, tyro.conf.subcommand("replay")],
+    Annotated[DatasetViewConfig, tyro.conf.subcommand("view")],
+    Annotated[DatasetSplitConfig, tyro.conf.subcommand("split")],
+    Annotated[DatasetMergeConfig, tyro.conf.subcommand("merge")],
+    Annotated[DatasetDeleteConfig, tyro.conf.subcommand("delete-episode")],
 ]
 
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    """Dataset tools: info, verify."""
+    """Dataset tools: info, verify, replay, view, split, merge, delete-episode."""
 
     cmd: tyro.conf.OmitSubcommandPrefixes[DatasetCommand]
 
@@ -69,9 +76,12 @@ def _runner(cmd: object) -> Callable[[object], int]:
         from robot_learning.cli.record_cmds import run_record
         return run_record
     if isinstance(cmd, DatasetConfig):
-        from robot_learning.cli import record_cmds
+        from robot_learning.cli import dataset_cmds, record_cmds
         runner = {DatasetInfoConfig: record_cmds.run_dataset_info,
-                  DatasetVerifyConfig: record_cmds.run_dataset_verify}[type(cmd.cmd)]
+                  DatasetVerifyConfig: record_cmds.run_dataset_verify,
+                  DatasetReplayConfig: dataset_cmds.run_replay, DatasetViewConfig: dataset_cmds.run_view,
+                  DatasetSplitConfig: dataset_cmds.run_split, DatasetMergeConfig: dataset_cmds.run_merge,
+                  DatasetDeleteConfig: dataset_cmds.run_delete}[type(cmd.cmd)]
         return lambda c: runner(c.cmd)
     if isinstance(cmd, DemoConfig):
         from robot_learning.cli.demo import run_demo

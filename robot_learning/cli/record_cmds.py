@@ -67,7 +67,7 @@ def run_record(cfg: RecordConfig) -> int:
             success = env.task.success(env.world)
             keep = success or cfg.keep_failures
             rec = recorder.end_episode(keep=keep, task=instruction, success=success,
-                                       operator_notes=f"scripted expert, seed {seed}")
+                                       operator_notes="scripted expert", seed=seed)
             kept += int(rec is not None)
             elapsed = time.perf_counter() - t0
             print(f"\repisode {i + 1}/{cfg.episodes}  seed {seed}  {'kept' if keep else 'discarded (failed)'}  "
