@@ -77,7 +77,7 @@ def _world_xml(robot: RobotModel, task_assets: str, task_bodies: str, width: int
     <geom name="table" type="plane" size="1.2 1.2 0.02" material="table" friction="0.8 0.005 0.0001"/>
     <body name="workspace_center" pos="{cx} {cy} {0.04 * s}"/>
     <camera name="front" pos="{cx + d} {cy} {0.42 * s + 0.1}" mode="targetbody" target="workspace_center" fovy="50"/>
-    <camera name="top" pos="{cx} {cy} {0.75 * s + 0.2}" xyaxes="0 -1 0 1 0 0" fovy="45"/>
+    <camera name="top" pos="{cx} {cy} {0.55 * s + 0.2}" xyaxes="0 -1 0 1 0 0" fovy="35"/>
     <camera name="side" pos="{cx} {cy + d} {0.42 * s + 0.1}" mode="targetbody" target="workspace_center" fovy="50"/>
     <frame name="robot_mount" pos="0 0 0"/>
     {task_bodies}
