@@ -57,7 +57,8 @@ def test_demo_quick_runs_sim_safety_and_timing(tmp_path):
     assert safety["watchdog_hold_after_periods"] <= 3
     assert summary["timing"]["ticks"] > 50
     assert "Not there yet" in r.stdout
-    for f in ("sim_lift.mp4", "safety_ticks.csv", "safety_joint1.png", "summary.json"):
+    assert summary["sim"]["dataset_problems"] == []
+    for f in ("sim_lift.mp4", "safety_ticks.csv", "safety_joint1.png", "summary.json", "demos.zarr/zarr.json"):
         assert (tmp_path / f).stat().st_size > 0
 
 

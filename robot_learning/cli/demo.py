@@ -1,10 +1,11 @@
 """``robot-learning demo``: the main job on the embedded default (MuJoCo twin, local files).
 
-1. The scripted expert drives the Panda twin through the control runtime on ``lift`` (video).
+1. The scripted expert drives the Panda twin through the control runtime on ``lift``; the episodes
+   are recorded into a zarr dataset (verified) and filmed.
 2. Safety: a trajectory with NaN commands, a jump, a stalled source and a past-limit target goes
    through the same runtime on the twin: the filter and the watchdog act (tick log and plot).
 3. Timing: the same loop on the real clock (the emulated arm) reports its period error.
-Recording and training are not there yet, and the demo says so.
+Training is not there yet, and the demo says so.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ import numpy as np
 from robot_learning.cli.commands import DemoConfig
 
 NOT_YET = (
-    "recorder and zarr episode store (issue #4): nothing is recorded to a dataset yet",
-    "diffusion policy training and sim evaluation (issue #5): no policy is trained yet",
+    "diffusion policy training and sim evaluation (issue #5): the recorded demos are not trained on yet",
 )
 
 
@@ -45,10 +45,13 @@ def run_demo(cfg: DemoConfig) -> int:
     out.mkdir(parents=True, exist_ok=True)
     wall0 = time.perf_counter()
 
-    print(f"[1/3] scripted expert on the MuJoCo Panda twin, task lift, {episodes} episodes "
+    print(f"[1/3] record: scripted expert on the MuJoCo Panda twin, task lift, {episodes} episodes "
           f"(seeds {cfg.seed}..{cfg.seed + episodes - 1}), through the control runtime on the sim clock")
-    sim = run_sim_expert("lift", "panda", episodes, cfg.seed, out / "sim_lift.mp4", size=128 if cfg.quick else 192)
+    sim = run_sim_expert("lift", "panda", episodes, cfg.seed, out / "sim_lift.mp4", size=128 if cfg.quick else 192,
+                         dataset=out / "demos.zarr")
+    verdict = "verify ok" if not sim["dataset_problems"] else f"verify FAILED: {sim['dataset_problems'][:2]}"
     _print_rows([("expert success", f"{sim['expert_success_rate']:.2f} over {episodes} episodes"),
+                 ("dataset", f"{sim['dataset']} ({episodes} episodes recorded, {verdict})"),
                  ("video", f"{sim['video']} ({sim['video_frames']} frames: front camera | wrist camera)")])
 
     print(f"\n[2/3] safety: faulty trajectory on the Panda twin, {cfg.rate_hz:g} Hz for {duration_s:g} s of sim time")
@@ -81,4 +84,5 @@ def run_demo(cfg: DemoConfig) -> int:
         print(f"  - {line}")
     if cfg.json:
         print(json.dumps(summary))
-    return 0 if sim["expert_success_rate"] > 0 and safety["executed_within_joint_limits"] else 1
+    ok = sim["expert_success_rate"] > 0 and not sim["dataset_problems"] and safety["executed_within_joint_limits"]
+    return 0 if ok else 1
