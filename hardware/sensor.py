@@ -100,6 +100,11 @@ class StreamingSensor(Device):
             self._publish(values, t_cap)
 
     def _publish(self, values: Mapping[str, np.ndarray], t_capture_ns: int) -> Sample:
+        """Store a sample. Its arrays become read-only: consumers (observations, the recorder)
+        then share them without copying, and nobody can alter a published sample."""
+        for v in values.values():
+            if isinstance(v, np.ndarray):
+                v.setflags(write=False)
         t_recv = max(self.clock.now_ns(), t_capture_ns)
         with self._cv:
             self._seq += 1
