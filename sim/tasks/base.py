@@ -101,6 +101,14 @@ class Task(ABC):
         c, h = np.asarray(self.workspace.center_xy), np.asarray(self.workspace.half_xy)
         return c + rng.uniform(-1, 1, 2) * np.maximum(h - margin, 0.0)
 
+    def sample_two_apart(self, rng: np.random.Generator, min_separation_m: float) -> tuple[np.ndarray, np.ndarray]:
+        """Two workspace positions at least ``min_separation_m`` apart (100 tries, then the last pair)."""
+        for _ in range(100):
+            a, b = self.sample_xy(rng), self.sample_xy(rng)
+            if np.linalg.norm(a - b) >= min_separation_m:
+                break
+        return a, b
+
 
 def body_id(model: mujoco.MjModel, name: str) -> int:
     i = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, name)

@@ -88,11 +88,7 @@ class Insertion(Task):
         self._tcp = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, self.robot.ee_site)
 
     def reset(self, world: SimWorld, rng: np.random.Generator) -> None:
-        sep = self.config.min_separation_m * self.scale
-        for _ in range(100):
-            a, b = self.sample_xy(rng), self.sample_xy(rng)
-            if np.linalg.norm(a - b) >= sep:
-                break
+        a, b = self.sample_two_apart(rng, self.config.min_separation_m * self.scale)
         yaw_peg, yaw_fix = rng.uniform(-np.pi / 4, np.pi / 4, 2)
         set_free_pose(world, self._peg, np.array([a[0], a[1], self.peg_half_len]), yaw_peg)
         world.data.mocap_pos[self._mocap] = [b[0], b[1], 0.0]

@@ -59,11 +59,7 @@ class Stack(Task):
             mujoco.mj_name2id(world.model, mujoco.mjtObj.mjOBJ_JOINT, self.robot.gripper_joints[0])]
 
     def reset(self, world: SimWorld, rng: np.random.Generator) -> None:
-        sep = self.config.min_separation_m * self.scale
-        for _ in range(100):
-            a, b = self.sample_xy(rng), self.sample_xy(rng)
-            if np.linalg.norm(a - b) >= sep:
-                break
+        a, b = self.sample_two_apart(rng, self.config.min_separation_m * self.scale)
         yaw = rng.uniform(-self.config.max_yaw_rad, self.config.max_yaw_rad, 2)
         set_free_pose(world, self._top, np.array([a[0], a[1], self.half]), yaw[0])
         set_free_pose(world, self._base, np.array([b[0], b[1], self.half]), yaw[1])
