@@ -25,7 +25,10 @@ from robot_learning.datasets.schema import ATTR, DatasetSchema, EpisodeRecord
 from robot_learning.errors import ConfigError, SpecMismatchError
 
 NUMERIC_CHUNK_BYTES = 1 << 20
-IMAGE_CHUNK_BYTES = 1 << 21
+# Encoded frames: 512 KB chunks, lz4 at level 1. JPEG bytes do not compress, but zarr stores a
+# partly filled chunk at full size and rewrites the last chunk on every append: small chunks and
+# a cheap codec keep both the padding and the rewrite cost low.
+IMAGE_CHUNK_BYTES = 1 << 19
 
 
 def _compressors():
@@ -69,7 +72,7 @@ class EpisodeStore:
             for f in s.features:
                 if _is_image(f):
                     g.create_array(f"{f.name}.jpeg", shape=(0,), chunks=(IMAGE_CHUNK_BYTES,), dtype="uint8",
-                                   compressors=None)
+                                   compressors=(BloscCodec(cname="lz4", clevel=1, shuffle=BloscShuffle.noshuffle),))
                     g.create_array(f"{f.name}.end", shape=(0,), chunks=(1 << 16,), dtype="int64",
                                    compressors=_compressors())
                 elif f.kind is FeatureKind.LANGUAGE:

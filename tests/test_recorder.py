@@ -167,3 +167,25 @@ def test_round_trip_cli_record_replay_info_and_edit(tmp_path):
                                   src.read("front_rgb", "front_rgb", slice(*src.episodes[0].streams["front_rgb"])))
     bad = subprocess.run([EXE, "dataset", "info", tmp_path / "missing.zarr"], capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_disk_full_gives_one_clear_line_and_keeps_committed_episodes(tmp_path):
+    """Record onto a 6 MB tmpfs until it is full (needs root to mount; skipped otherwise)."""
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(small)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        d = small / "d.zarr"
+        env = {**os.environ, "MUJOCO_GL": "egl"}
+        r = subprocess.run([EXE, "record", "--dataset", str(d), "--robot", "sim:lift", "--episodes", "200",
+                            "--image-size", "64"], capture_output=True, text=True, env=env, timeout=300)
+        assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+        last = r.stderr.strip().splitlines()[-1]
+        assert last.startswith("robot-learning: error:") and "No space left" in last and "intact" in last
+        assert "Traceback" not in r.stderr
+        store = EpisodeStore.open(d)  # read-only: needs no space
+        assert len(store.episodes) >= 1 and verify(store) == []
+    finally:
+        subprocess.run(["umount", "-l", str(small)], capture_output=True)

@@ -76,6 +76,7 @@ def run_record(cfg: RecordConfig) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: the unfinished episode is discarded; earlier episodes are intact", file=sys.stderr)
     except OSError as e:
+        print(file=sys.stderr)  # end the status line
         raise ConfigError(f"writing {cfg.dataset} failed ({e.strerror or e}); episodes committed before are intact") \
             from None
     finally:
