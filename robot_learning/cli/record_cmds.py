@@ -8,6 +8,8 @@ import time
 
 import numpy as np
 
+from robot_learning.hardware.teleop import EpisodeEvent
+from robot_learning.runtime.sources import TeleopSource
 from robot_learning.cli.commands import DatasetInfoConfig, DatasetVerifyConfig, RecordConfig
 from robot_learning.errors import ConfigError
 
@@ -28,12 +30,16 @@ def run_record(cfg: RecordConfig) -> int:
     from robot_learning.sim.env import SimEnv, SimEnvConfig
     from robot_learning.sim.experts import make_expert
 
+    from robot_learning.sim.world import PhysicsConfig
+
     task_name, model = parse_sim_robot(cfg.robot)
-    if cfg.teleop != "scripted":
-        raise ConfigError.expected("--teleop", "scripted (keyboard, gamepad, spacemouse and leader arms arrive with "
-                                   "the hardware drivers)", repr(cfg.teleop))
+    if cfg.teleop not in ("scripted", "keyboard"):
+        raise ConfigError.expected("--teleop", "scripted or keyboard (gamepad, spacemouse and leader arms arrive "
+                                   "with the hardware drivers)", repr(cfg.teleop))
+    human = cfg.teleop != "scripted"
     env = SimEnv(SimEnvConfig(task=task_name, robot=model, cameras=cfg.cameras, image_size=cfg.image_size,
-                              camera_fps=cfg.camera_fps, tactile=cfg.tactile))
+                              camera_fps=cfg.camera_fps, tactile=cfg.tactile,
+                              physics=PhysicsConfig(realtime=human)))  # a person needs real time
     sensors = env.sensors
     rate = env.task.config.control_rate_hz
     schema = schema_for(env.robot.state_features, sensors, env.robot.action_features, rate,
@@ -50,29 +56,50 @@ def run_record(cfg: RecordConfig) -> int:
     else:
         store = EpisodeStore.create(cfg.dataset, schema)
     first_seed = cfg.seed if cfg.seed is not None else len(store.episodes)
-    expert = make_expert(env)
     recorder = Recorder(store, sensors)
     instruction = cfg.task or env.task.instruction()
-    kept, t0 = 0, time.perf_counter()
+    teleop, stage, expert = None, None, None
+    if human:
+        teleop, stage = _keyboard(env, rate)
+    else:
+        expert = make_expert(env)
+    kept, t0, i, attempt = 0, time.perf_counter(), 0, 0
     try:
-        for i in range(cfg.episodes):
+        while i < cfg.episodes:
             seed = first_seed + i
             obs = env.reset(seed)
-            expert.reset(obs, seed)
-            runtime = ControlRuntime(env.robot, FunctionSource(expert.act, env.robot.action_features, env.world.clock),
+            if human:
+                source = TeleopSource(teleop)
+            else:
+                expert.reset(obs, seed)
+                source = FunctionSource(expert.act, env.robot.action_features, env.world.clock)
+            runtime = ControlRuntime(env.robot, source,
                                      RuntimeConfig(rate_hz=rate, max_sensor_age_s=1.0 / rate, task=instruction),
-                                     sensors=sensors, sinks=[recorder], clock=env.world.clock)
+                                     sensors=sensors, sinks=[recorder], clock=env.world.clock, cartesian=stage)
+            events: list[EpisodeEvent] = []
+
+            def should_stop(tick) -> bool:
+                if human:
+                    events.extend(teleop.poll_events())
+                    return bool(events)
+                return env.task.success(env.world)
+
             recorder.start_episode()
-            stats = runtime.run(max_ticks=env.max_steps, should_stop=lambda t: env.task.success(env.world))
+            stats = runtime.run(max_ticks=env.max_steps, should_stop=should_stop)
             success = env.task.success(env.world)
-            keep = success or cfg.keep_failures
-            rec = recorder.end_episode(keep=keep, task=instruction, success=success,
-                                       operator_notes="scripted expert", seed=seed)
+            rerecord = EpisodeEvent.RERECORD in events
+            keep = not rerecord and (success or cfg.keep_failures or human)
+            rec = recorder.end_episode(keep=keep, task=instruction, success=success, seed=seed,
+                                       operator_notes="scripted expert" if not human else f"{cfg.teleop} teleop")
             kept += int(rec is not None)
-            elapsed = time.perf_counter() - t0
-            print(f"\repisode {i + 1}/{cfg.episodes}  seed {seed}  {'kept' if keep else 'discarded (failed)'}  "
-                  f"ticks {stats.loop.ticks}  drops {recorder.dropped}  {elapsed:.1f} s", end="", file=sys.stderr,
-                  flush=True)
+            attempt += 1
+            status = "kept" if keep else ("discarded: re-record" if rerecord else "discarded (failed)")
+            print(f"\repisode {i + 1}/{cfg.episodes}  seed {seed}  {status}  ticks {stats.loop.ticks}  "
+                  f"drops {recorder.dropped}  {time.perf_counter() - t0:.1f} s", end="", file=sys.stderr, flush=True)
+            if EpisodeEvent.STOP in events:
+                break
+            if not rerecord:
+                i += 1
     except KeyboardInterrupt:
         print("\ninterrupted: the unfinished episode is discarded; earlier episodes are intact", file=sys.stderr)
     except OSError as e:
@@ -83,12 +110,30 @@ def run_record(cfg: RecordConfig) -> int:
         try:
             recorder.shutdown()
         finally:
+            if teleop is not None:
+                teleop.disconnect()
             env.close()
     print(file=sys.stderr)
     eps = EpisodeStore.open(cfg.dataset).episodes
     print(json.dumps({"dataset": str(cfg.dataset), "recorded": kept, "episodes": len(eps),
                       "wall_s": round(time.perf_counter() - t0, 2)}))
     return 0
+
+
+def _keyboard(env, rate: float):
+    """Keyboard teleop and the Cartesian stage that maps its deltas, boxed to the task's workspace."""
+    from robot_learning.control.cartesian import CartesianController
+    from robot_learning.hardware.teleop_keyboard import HELP, KeyboardTeleop
+    from robot_learning.runtime.cartesian_stage import DELTA, CartesianStage
+
+    ws = env.task.workspace
+    c, h = np.asarray(ws.center_xy), np.asarray(ws.half_xy) + 0.05
+    lo = [c[0] - h[0], c[1] - h[1], env.robot.spec.tip_beyond_tcp_m + 0.002]
+    hi = [c[0] + h[0], c[1] + h[1], 0.35 * ws.object_scale + 0.1]
+    teleop = KeyboardTeleop(step_m=0.01 * ws.object_scale, clock=env.world.clock)
+    teleop.connect()
+    print(HELP, file=sys.stderr)
+    return teleop, CartesianStage(CartesianController(env.robot.spec), DELTA, 1.0 / rate, lo, hi)
 
 
 def dataset_info(store) -> dict:
