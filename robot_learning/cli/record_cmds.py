@@ -33,8 +33,8 @@ def run_record(cfg: RecordConfig) -> int:
     from robot_learning.sim.world import PhysicsConfig
 
     task_name, model = parse_sim_robot(cfg.robot)
-    if cfg.teleop not in ("scripted", "keyboard"):
-        raise ConfigError.expected("--teleop", "scripted or keyboard (gamepad, spacemouse and leader arms arrive "
+    if cfg.teleop not in ("scripted", "keyboard", "gamepad"):
+        raise ConfigError.expected("--teleop", "scripted, keyboard or gamepad (spacemouse and leader arms arrive "
                                    "with the hardware drivers)", repr(cfg.teleop))
     human = cfg.teleop != "scripted"
     env = SimEnv(SimEnvConfig(task=task_name, robot=model, cameras=cfg.cameras, image_size=cfg.image_size,
@@ -44,6 +44,13 @@ def run_record(cfg: RecordConfig) -> int:
     rate = env.task.config.control_rate_hz
     schema = schema_for(env.robot.state_features, sensors, env.robot.action_features, rate,
                         {"name": model, "kind": "sim", "task": task_name}, "png" if cfg.lossless else "jpeg")
+    teleop, stage = None, None
+    if human:  # connect the device first: a missing device must not leave an empty dataset behind
+        try:
+            teleop, stage = _human_teleop(cfg.teleop, env, rate)
+        except BaseException:
+            env.close()
+            raise
     if cfg.dataset.exists():
         store = EpisodeStore.open(cfg.dataset, mode="a")
         if store.schema.to_json() != schema.to_json():
@@ -58,11 +65,7 @@ def run_record(cfg: RecordConfig) -> int:
     first_seed = cfg.seed if cfg.seed is not None else len(store.episodes)
     recorder = Recorder(store, sensors)
     instruction = cfg.task or env.task.instruction()
-    teleop, stage, expert = None, None, None
-    if human:
-        teleop, stage = _keyboard(env, rate)
-    else:
-        expert = make_expert(env)
+    expert = None if human else make_expert(env)
     kept, t0, i, attempt = 0, time.perf_counter(), 0, 0
     try:
         while i < cfg.episodes:
@@ -120,9 +123,10 @@ def run_record(cfg: RecordConfig) -> int:
     return 0
 
 
-def _keyboard(env, rate: float):
-    """Keyboard teleop and the Cartesian stage that maps its deltas, boxed to the task's workspace."""
+def _human_teleop(kind: str, env, rate: float):
+    """A human teleop device and the Cartesian stage that maps its deltas, boxed to the task's workspace."""
     from robot_learning.control.cartesian import CartesianController
+    from robot_learning.hardware.teleop_gamepad import GamepadTeleop
     from robot_learning.hardware.teleop_keyboard import HELP, KeyboardTeleop
     from robot_learning.runtime.cartesian_stage import DELTA, CartesianStage
 
@@ -130,9 +134,14 @@ def _keyboard(env, rate: float):
     c, h = np.asarray(ws.center_xy), np.asarray(ws.half_xy) + 0.05
     lo = [c[0] - h[0], c[1] - h[1], env.robot.spec.tip_beyond_tcp_m + 0.002]
     hi = [c[0] + h[0], c[1] + h[1], 0.35 * ws.object_scale + 0.1]
-    teleop = KeyboardTeleop(step_m=0.01 * ws.object_scale, clock=env.world.clock)
+    if kind == "keyboard":
+        teleop = KeyboardTeleop(step_m=0.01 * ws.object_scale, clock=env.world.clock)
+        print(HELP, file=sys.stderr)
+    else:
+        teleop = GamepadTeleop(clock=env.world.clock)
+        print("gamepad: left stick x/y, right stick z/turn, A gripper, B next, X re-record, Y stop, "
+              "LB take over", file=sys.stderr)
     teleop.connect()
-    print(HELP, file=sys.stderr)
     return teleop, CartesianStage(CartesianController(env.robot.spec), DELTA, 1.0 / rate, lo, hi)
 
 
