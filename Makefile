@@ -6,8 +6,8 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 # Debian packages the project needs at run time: libusb (pyrealsense2), hidapi (SpaceMouse),
-# GL/EGL + glib (MuJoCo rendering, OpenCV).
-DEB_PACKAGES := libusb-1.0-0 libhidapi-hidraw0 libhidapi-libusb0 libgl1 libegl1 libglib2.0-0
+# GL/EGL + glib (MuJoCo rendering, OpenCV), Xvfb (the live-view test draws into a virtual display).
+DEB_PACKAGES := libusb-1.0-0 libhidapi-hidraw0 libhidapi-libusb0 libgl1 libegl1 libglib2.0-0 xvfb xauth
 
 export HF_HUB_OFFLINE := 1
 export MUJOCO_GL ?= egl

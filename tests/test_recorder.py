@@ -189,3 +189,40 @@ def test_disk_full_gives_one_clear_line_and_keeps_committed_episodes(tmp_path):
         assert len(store.episodes) >= 1 and verify(store) == []
     finally:
         subprocess.run(["umount", "-l", str(small)], capture_output=True)
+
+
+def test_live_view_draws_into_a_real_x_display(tmp_path):
+    import shutil as _sh
+
+    if _sh.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed (make install installs it as root)")
+    display = ":57"
+    xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "640x480x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)
+        env = {**os.environ, "MUJOCO_GL": "egl", "DISPLAY": display}
+        r = subprocess.run([EXE, "record", "--dataset", str(tmp_path / "v.zarr"), "--episodes", "1", "--view",
+                            "--image-size", "48"], capture_output=True, text=True, env=env, timeout=120)
+        assert r.returncode == 0, r.stderr[-1500:]
+        # and the view itself, in-process, counts the frames it drew
+        os.environ["DISPLAY"] = display
+        from robot_learning.datasets.live_view import LiveView
+        sim = SimEnv(SimEnvConfig(task="lift", cameras=("front", "wrist"), image_size=48))
+        view = LiveView(max_fps=1000)
+        expert = make_expert(sim)
+        obs = sim.reset(0)
+        expert.reset(obs, 0)
+        rt = ControlRuntime(sim.robot, FunctionSource(expert.act, sim.robot.action_features, sim.world.clock),
+                            RuntimeConfig(rate_hz=10), sensors=sim.sensors, sinks=[view], clock=sim.world.clock)
+        rt.run(max_ticks=5)
+        assert view.frames_shown == 5
+        view.destroy()
+        sim.close()
+    finally:
+        os.environ.pop("DISPLAY", None)
+        xvfb.terminate()
+        xvfb.wait(timeout=10)
+    r = subprocess.run([EXE, "record", "--dataset", str(tmp_path / "n.zarr"), "--view"], capture_output=True,
+                       text=True, env={k: v for k, v in os.environ.items() if k != "DISPLAY"}, timeout=60)
+    assert r.returncode == 2 and "needs a display" in r.stderr and not (tmp_path / "n.zarr").exists()

@@ -134,6 +134,8 @@ class RecordConfig:
     """PNG instead of JPEG for images."""
     keep_failures: bool = False
     """Also keep episodes whose success test failed (marked success=false)."""
+    view: bool = False
+    """Show a live view of the cameras (needs a display)."""
 
     def __post_init__(self) -> None:
         if self.episodes < 1:

@@ -44,13 +44,19 @@ def run_record(cfg: RecordConfig) -> int:
     rate = env.task.config.control_rate_hz
     schema = schema_for(env.robot.state_features, sensors, env.robot.action_features, rate,
                         {"name": model, "kind": "sim", "task": task_name}, "png" if cfg.lossless else "jpeg")
-    teleop, stage = None, None
-    if human:  # connect the device first: a missing device must not leave an empty dataset behind
-        try:
+    teleop, stage, view = None, None, None
+    progress = {"episode": 0, "recorder": None}
+    try:  # devices and the display first: a missing one must not leave an empty dataset behind
+        if cfg.view:
+            from robot_learning.datasets.live_view import LiveView
+
+            view = LiveView(status=lambda: f"episode {progress['episode'] + 1}/{cfg.episodes}  drops "
+                                           f"{progress['recorder'].dropped if progress['recorder'] else 0}")
+        if human:
             teleop, stage = _human_teleop(cfg.teleop, env, rate)
-        except BaseException:
-            env.close()
-            raise
+    except BaseException:
+        env.close()
+        raise
     if cfg.dataset.exists():
         store = EpisodeStore.open(cfg.dataset, mode="a")
         if store.schema.to_json() != schema.to_json():
@@ -64,12 +70,15 @@ def run_record(cfg: RecordConfig) -> int:
         store = EpisodeStore.create(cfg.dataset, schema)
     first_seed = cfg.seed if cfg.seed is not None else len(store.episodes)
     recorder = Recorder(store, sensors)
+    progress["recorder"] = recorder
+    sinks = [recorder] + ([view] if view is not None else [])
     instruction = cfg.task or env.task.instruction()
     expert = None if human else make_expert(env)
     kept, t0, i, attempt = 0, time.perf_counter(), 0, 0
     try:
         while i < cfg.episodes:
             seed = first_seed + i
+            progress["episode"] = i
             obs = env.reset(seed)
             if human:
                 source = TeleopSource(teleop)
@@ -78,7 +87,7 @@ def run_record(cfg: RecordConfig) -> int:
                 source = FunctionSource(expert.act, env.robot.action_features, env.world.clock)
             runtime = ControlRuntime(env.robot, source,
                                      RuntimeConfig(rate_hz=rate, max_sensor_age_s=1.0 / rate, task=instruction),
-                                     sensors=sensors, sinks=[recorder], clock=env.world.clock, cartesian=stage)
+                                     sensors=sensors, sinks=sinks, clock=env.world.clock, cartesian=stage)
             events: list[EpisodeEvent] = []
 
             def should_stop(tick) -> bool:
@@ -115,6 +124,8 @@ def run_record(cfg: RecordConfig) -> int:
         finally:
             if teleop is not None:
                 teleop.disconnect()
+            if view is not None:
+                view.destroy()
             env.close()
     print(file=sys.stderr)
     eps = EpisodeStore.open(cfg.dataset).episodes
