@@ -226,3 +226,29 @@ def test_live_view_draws_into_a_real_x_display(tmp_path):
     r = subprocess.run([EXE, "record", "--dataset", str(tmp_path / "n.zarr"), "--view"], capture_output=True,
                        text=True, env={k: v for k, v in os.environ.items() if k != "DISPLAY"}, timeout=60)
     assert r.returncode == 2 and "needs a display" in r.stderr and not (tmp_path / "n.zarr").exists()
+
+
+def test_rerun_export_reads_back_with_every_stream(tmp_path):
+    pytest.importorskip("rerun")
+    from rerun.chunk import RrdReader
+
+    from robot_learning.datasets.rerun_export import export_rrd
+
+    env = SimEnv(SimEnvConfig(task="lift", cameras=("front",), image_size=32, camera_fps=30.0))
+    schema = schema_for(env.robot.state_features, env.sensors, env.robot.action_features, 10.0)
+    store = EpisodeStore.create(tmp_path / "d.zarr", schema)
+    _record(env, store, 1)
+    env.close()
+    store = EpisodeStore.open(tmp_path / "d.zarr")
+    ep = store.episodes[0]
+    out = export_rrd(store, 0, tmp_path / "ep.rrd")
+    rows = {}
+    for line in str(RrdReader(out).store().summary()).splitlines():
+        path, _, rest = line.partition(" rows=")
+        if rest:
+            rows[path] = rows.get(path, 0) + int(rest.split()[0])  # one line per chunk
+    assert rows["/front_rgb/front_rgb"] == ep.streams["front_rgb"][1] - ep.streams["front_rgb"][0]
+    assert rows["/robot/joint_pos_rad/joint1"] == ep.streams["robot"][1] - ep.streams["robot"][0]
+    assert rows["/action/joint_pos_rad/joint7"] == ep.length
+    with pytest.raises(ConfigError, match=r"\.rrd"):
+        export_rrd(store, 0, tmp_path / "ep.mp4")

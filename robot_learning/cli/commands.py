@@ -173,17 +173,17 @@ class DatasetReplayConfig:
 
 @dataclass(frozen=True)
 class DatasetViewConfig:
-    """Write an mp4 of an episode (its cameras side by side, at the first camera's rate)."""
+    """Write an episode as an mp4 (its cameras side by side) or a rerun .rrd recording."""
 
     dataset: tyro.conf.Positional[Path]
     episode: int = 0
     """Episode index."""
     out: Path = Path("episode.mp4")
-    """Output .mp4 file."""
+    """Output file: .mp4 (cameras side by side) or .rrd (every stream on a capture-time timeline; needs rerun-sdk)."""
 
     def __post_init__(self) -> None:
-        if self.out.suffix.lower() != ".mp4":
-            raise ConfigError.expected("--out", "a path ending in .mp4", str(self.out))
+        if self.out.suffix.lower() not in (".mp4", ".rrd"):
+            raise ConfigError.expected("--out", "a path ending in .mp4 or .rrd", str(self.out))
 
 
 @dataclass(frozen=True)

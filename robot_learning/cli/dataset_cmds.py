@@ -37,6 +37,12 @@ def run_view(cfg: DatasetViewConfig) -> int:
     eps = store.episodes
     if not 0 <= cfg.episode < len(eps):
         raise ConfigError.expected("--episode", f"0..{len(eps) - 1}", cfg.episode)
+    if cfg.out.suffix.lower() == ".rrd":
+        from robot_learning.datasets.rerun_export import export_rrd
+
+        export_rrd(store, cfg.episode, cfg.out)
+        print(f"wrote {cfg.out}: episode {cfg.episode}, every stream at its capture times (open with: rerun {cfg.out})")
+        return 0
     ep = eps[cfg.episode]
     cams = [(s.name, f.name, s.rate_hz) for s in store.schema.streams for f in s.features if f.kind is FeatureKind.RGB]
     if not cams:
