@@ -46,8 +46,13 @@ test-all: install
 demo: install
 	$(BIN)/robot-learning demo
 
+# Every benchmark, one after the other (~6 min on 2 cores); results land in bench/results/ and the
+# figures worth keeping go into docs/benchmarks.md with the date and machine.
 bench: install
 	$(BIN)/python bench/runtime_jitter.py
+	$(BIN)/python bench/sim.py
+	$(BIN)/python bench/recorder.py
+	$(BIN)/python bench/loader.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
