@@ -46,26 +46,15 @@ To, Tp, Ta = 2, 16, 8
 
 
 def record(path: Path, episodes: int, image_size: int) -> float:
-    from robot_learning.runtime.control import ControlRuntime, RuntimeConfig
-    from robot_learning.runtime.sources import FunctionSource
+    from robot_learning.datasets.scripted import record_expert_episodes
     from robot_learning.sim.env import SimEnv, SimEnvConfig
-    from robot_learning.sim.experts import make_expert
 
     t0 = time.perf_counter()
     env = SimEnv(SimEnvConfig(task="lift", cameras=("front",), image_size=image_size, camera_fps=30.0))
     schema = schema_for(env.robot.state_features, env.sensors, env.robot.action_features, 10.0)
     store = EpisodeStore.create(path, schema)
-    expert = make_expert(env)
     rec = Recorder(store, env.sensors)
-    for i in range(episodes):
-        obs = env.reset(i)
-        expert.reset(obs, i)
-        rt = ControlRuntime(env.robot, FunctionSource(expert.act, env.robot.action_features, env.world.clock),
-                            RuntimeConfig(rate_hz=10, max_sensor_age_s=0.1), sensors=env.sensors, sinks=[rec],
-                            clock=env.world.clock)
-        rec.start_episode()
-        rt.run(max_ticks=env.max_steps, should_stop=lambda t: env.task.success(env.world))
-        rec.end_episode(task="lift", success=env.task.success(env.world))
+    record_expert_episodes(env, rec, range(episodes), keep_failures=True)
     rec.shutdown()
     env.close()
     return time.perf_counter() - t0

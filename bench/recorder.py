@@ -17,7 +17,6 @@ import os
 import platform
 import resource
 import shutil
-import threading
 import time
 from pathlib import Path
 

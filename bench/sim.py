@@ -21,7 +21,6 @@ from pathlib import Path
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 import mujoco  # noqa: E402
-import numpy as np  # noqa: E402
 
 from robot_learning.sim.env import SimEnv, SimEnvConfig  # noqa: E402
 from robot_learning.sim.sensors import SimCamera  # noqa: E402

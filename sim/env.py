@@ -154,6 +154,15 @@ class SimEnv:
             hi.append(np.broadcast_to(lim[spec.name].upper, spec.shape))
         return np.concatenate(lo).astype(np.float32), np.concatenate(hi).astype(np.float32)
 
+    def make_runtime(self, source, sinks: tuple[Sink, ...] = (), cartesian=None,
+                     instruction: str | None = None) -> ControlRuntime:
+        """A control runtime for this env's robot and sensors at the task's rate, on the sim clock,
+        pulling actions from ``source`` (an expert, a teleop device, a policy)."""
+        rate = self.task.config.control_rate_hz
+        return ControlRuntime(self.robot, source, RuntimeConfig(rate_hz=rate, max_sensor_age_s=1.0 / rate,
+                                                                task=instruction or self.task.instruction()),
+                              sensors=self.sensors, sinks=sinks, clock=self.world.clock, cartesian=cartesian)
+
     # --- episode ---------------------------------------------------------------------------
     def reset(self, seed: int | None = None) -> Observation:
         rng = np.random.default_rng(seed)

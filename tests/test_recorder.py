@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from robot_learning.datasets.recorder import Recorder, schema_for
+from robot_learning.datasets.scripted import record_expert_episodes
 from robot_learning.datasets.store import EpisodeStore
 from robot_learning.datasets.verify import verify
 from robot_learning.errors import ConfigError
@@ -24,27 +25,20 @@ from robot_learning.sim.experts import make_expert
 EXE = str(Path(sys.executable).with_name("robot-learning"))
 
 
-def _record(env, store, episodes, seed0=0, lossless=False):
-    expert = make_expert(env)
-    rec = Recorder(store, env.sensors)
+def _record(env, store, episodes, seed0=0):
+    """Record scripted episodes; returns the front-camera frames each tick observed, to compare
+    with what the store gives back."""
     frames = []
-    for i in range(episodes):
-        obs = env.reset(seed0 + i)
-        expert.reset(obs, seed0 + i)
 
-        class Grab:  # what the cameras delivered, to compare with what the store returns
-            def on_tick(self, tick):
-                frames.append(tick.observation.rgb["front_rgb"].copy())
+    class Grab:
+        def on_tick(self, tick):
+            frames.append(tick.observation.rgb["front_rgb"].copy())
 
-            def close(self):
-                pass
+        def close(self):
+            pass
 
-        rt = ControlRuntime(env.robot, FunctionSource(expert.act, env.robot.action_features, env.world.clock),
-                            RuntimeConfig(rate_hz=10, max_sensor_age_s=0.1), sensors=env.sensors,
-                            sinks=[rec, Grab()], clock=env.world.clock)
-        rec.start_episode()
-        rt.run(max_ticks=env.max_steps, should_stop=lambda t: env.task.success(env.world))
-        rec.end_episode(task="lift", success=env.task.success(env.world))
+    rec = Recorder(store, env.sensors)
+    record_expert_episodes(env, rec, range(seed0, seed0 + episodes), sinks=(Grab(),), keep_failures=True)
     rec.shutdown()
     return frames
 
@@ -53,7 +47,7 @@ def test_round_trip_lossless_multirate(tmp_path):
     env = SimEnv(SimEnvConfig(task="lift", cameras=("front",), image_size=48, camera_fps=30.0, tactile=True))
     schema = schema_for(env.robot.state_features, env.sensors, env.robot.action_features, 10.0, image_codec="png")
     store = EpisodeStore.create(tmp_path / "d.zarr", schema)
-    frames = _record(env, store, 2, lossless=True)
+    frames = _record(env, store, 2)
     env.close()
     r = EpisodeStore.open(tmp_path / "d.zarr")
     assert len(r.episodes) == 2 and verify(r) == []

@@ -7,26 +7,23 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import zarr
 from safetensors.numpy import load_file, save_file
 from torch.utils.data import DataLoader
 
 from robot_learning.datasets.recorder import Recorder, schema_for
 from robot_learning.datasets.sampler import WindowDataset, WindowSampler
-import zarr
-
 from robot_learning.datasets.schema import ATTR
+from robot_learning.datasets.scripted import record_expert_episodes
 from robot_learning.datasets.stats import (STATS_ATTR, STATS_GROUP, Normalizer, compute_stats, load_stats,
                                            stored_stats)
+from robot_learning.datasets.store import EpisodeStore
+from robot_learning.errors import ConfigError, SpecMismatchError
+from robot_learning.sim.env import SimEnv, SimEnvConfig
 
 
 def _stats_attr(path):
     return zarr.open_group(str(path / STATS_GROUP), mode="r").attrs[STATS_ATTR]
-from robot_learning.datasets.store import EpisodeStore
-from robot_learning.errors import ConfigError, SpecMismatchError
-from robot_learning.runtime.control import ControlRuntime, RuntimeConfig
-from robot_learning.runtime.sources import FunctionSource
-from robot_learning.sim.env import SimEnv, SimEnvConfig
-from robot_learning.sim.experts import make_expert
 
 To, Tp, Ta = 2, 16, 8
 OBS = [("front_rgb", "front_rgb"), ("robot", "joint_pos_rad"), ("object_state", "cube_pos_m")]
@@ -39,17 +36,8 @@ def _env():
 
 
 def _record(env, store, episodes, seed0=0):
-    expert = make_expert(env)
     rec = Recorder(store, env.sensors)
-    for i in range(episodes):
-        obs = env.reset(seed0 + i)
-        expert.reset(obs, seed0 + i)
-        rt = ControlRuntime(env.robot, FunctionSource(expert.act, env.robot.action_features, env.world.clock),
-                            RuntimeConfig(rate_hz=10, max_sensor_age_s=0.1), sensors=env.sensors, sinks=[rec],
-                            clock=env.world.clock)
-        rec.start_episode()
-        rt.run(max_ticks=env.max_steps, should_stop=lambda t: env.task.success(env.world))
-        rec.end_episode(task="lift", success=env.task.success(env.world))
+    record_expert_episodes(env, rec, range(seed0, seed0 + episodes), keep_failures=True)
     rec.shutdown()
 
 

@@ -218,7 +218,7 @@ def test_sim_cli_check_list_and_view(tmp_path):
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
-    assert out["task"] == "lift" and out["episodes"] == 2 and 0 <= out["success_rate"] <= 1
+    assert out["task"] == "lift" and out["episodes"] == 2 and out["success_rate"] == 1.0 and out["failed_seeds"] == []
     r = subprocess.run([EXE, "sim", "list", "--json"], capture_output=True, text=True, env=env, timeout=60)
     assert {t["task"] for t in json.loads(r.stdout)["tasks"]} >= {"lift", "stack", "push_t", "insertion"}
     video = tmp_path / "lift.mp4"

@@ -126,7 +126,6 @@ def run_safety(robot: Robot, center: np.ndarray, clock: Clock, rate_hz: float, d
     limits = {lim.feature: lim for lim in robot.default_safety().limits}["joint_pos_rad"]
     lower = np.broadcast_to(np.asarray(limits.lower, dtype=np.float64), center.shape)
     upper = np.broadcast_to(np.asarray(limits.upper, dtype=np.float64), center.shape)
-    vcap = float(np.min(limits.max_velocity_per_s))
     collect = _Collect()
     t0 = clock.now_ns()
     traj = FaultyTrajectory(center, upper, duration_s, seed, t0)

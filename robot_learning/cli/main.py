@@ -9,6 +9,7 @@ Ctrl-C 130.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import re
 import sys
@@ -66,30 +67,30 @@ Command = Union[
 ]
 
 
-def _runner(cmd: object) -> Callable[[object], int]:
-    if isinstance(cmd, SimConfig):
-        from robot_learning.cli import sim_cmds
-        runner = {SimListConfig: sim_cmds.run_sim_list, SimCheckConfig: sim_cmds.run_sim_check,
-                  SimViewConfig: sim_cmds.run_sim_view}[type(cmd.cmd)]
-        return lambda c: runner(c.cmd)
-    if isinstance(cmd, RecordConfig):
-        from robot_learning.cli.record_cmds import run_record
-        return run_record
-    if isinstance(cmd, DatasetConfig):
-        from robot_learning.cli import dataset_cmds, record_cmds
-        runner = {DatasetInfoConfig: record_cmds.run_dataset_info,
-                  DatasetVerifyConfig: record_cmds.run_dataset_verify,
-                  DatasetReplayConfig: dataset_cmds.run_replay, DatasetViewConfig: dataset_cmds.run_view,
-                  DatasetSplitConfig: dataset_cmds.run_split, DatasetMergeConfig: dataset_cmds.run_merge,
-                  DatasetDeleteConfig: dataset_cmds.run_delete}[type(cmd.cmd)]
-        return lambda c: runner(c.cmd)
-    if isinstance(cmd, DemoConfig):
-        from robot_learning.cli.demo import run_demo
-        return run_demo
-    if isinstance(cmd, DoctorConfig):
-        from robot_learning.cli.doctor import run_doctor
-        return run_doctor
-    raise AssertionError(f"no runner for {type(cmd).__name__}")
+# Each config type -> "module:function" that runs it, imported only when that command runs.
+RUNNERS: dict[type, str] = {
+    DemoConfig: "robot_learning.cli.demo:run_demo",
+    DoctorConfig: "robot_learning.cli.doctor:run_doctor",
+    RecordConfig: "robot_learning.cli.record_cmds:run_record",
+    SimListConfig: "robot_learning.cli.sim_cmds:run_sim_list",
+    SimCheckConfig: "robot_learning.cli.sim_cmds:run_sim_check",
+    SimViewConfig: "robot_learning.cli.sim_cmds:run_sim_view",
+    DatasetInfoConfig: "robot_learning.cli.dataset_cmds:run_info",
+    DatasetVerifyConfig: "robot_learning.cli.dataset_cmds:run_verify",
+    DatasetReplayConfig: "robot_learning.cli.dataset_cmds:run_replay",
+    DatasetViewConfig: "robot_learning.cli.dataset_cmds:run_view",
+    DatasetSplitConfig: "robot_learning.cli.dataset_cmds:run_split",
+    DatasetMergeConfig: "robot_learning.cli.dataset_cmds:run_merge",
+    DatasetDeleteConfig: "robot_learning.cli.dataset_cmds:run_delete",
+}
+
+
+def _runner(cmd: object) -> tuple[Callable[[object], int], object]:
+    """The function that runs ``cmd`` and its config (command groups unwrap to their subcommand)."""
+    if isinstance(cmd, (SimConfig, DatasetConfig)):
+        cmd = cmd.cmd
+    module, func = RUNNERS[type(cmd)].split(":")
+    return getattr(importlib.import_module(module), func), cmd
 
 
 _BOX = re.compile(r"^[\s│╭╮╰╯─┃━┏┓┗┛]+|[\s│╭╮╰╯─┃━┏┓┗┛]+$")
@@ -146,7 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     try:
-        return int(_runner(cmd)(cmd) or 0)
+        run, config = _runner(cmd)
+        return int(run(config) or 0)
     except ConfigError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2

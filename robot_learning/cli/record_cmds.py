@@ -1,4 +1,4 @@
-"""``robot-learning record`` and ``robot-learning dataset info | verify``."""
+"""``robot-learning record``: teleoperate (or run the scripted expert) and record episodes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 
 from robot_learning.hardware.teleop import EpisodeEvent
 from robot_learning.runtime.sources import TeleopSource
-from robot_learning.cli.commands import DatasetInfoConfig, DatasetVerifyConfig, RecordConfig
+from robot_learning.cli.commands import RecordConfig
 from robot_learning.errors import ConfigError
 
 
@@ -25,7 +25,6 @@ def parse_sim_robot(spec: str) -> tuple[str, str]:
 def run_record(cfg: RecordConfig) -> int:
     from robot_learning.datasets.recorder import Recorder, schema_for
     from robot_learning.datasets.store import EpisodeStore
-    from robot_learning.runtime.control import ControlRuntime, RuntimeConfig
     from robot_learning.runtime.sources import FunctionSource
     from robot_learning.sim.env import SimEnv, SimEnvConfig
     from robot_learning.sim.experts import make_expert
@@ -85,9 +84,7 @@ def run_record(cfg: RecordConfig) -> int:
             else:
                 expert.reset(obs, seed)
                 source = FunctionSource(expert.act, env.robot.action_features, env.world.clock)
-            runtime = ControlRuntime(env.robot, source,
-                                     RuntimeConfig(rate_hz=rate, max_sensor_age_s=1.0 / rate, task=instruction),
-                                     sensors=sensors, sinks=sinks, clock=env.world.clock, cartesian=stage)
+            runtime = env.make_runtime(source, sinks=tuple(sinks), cartesian=stage, instruction=instruction)
             events: list[EpisodeEvent] = []
 
             def should_stop(tick) -> bool:
@@ -154,54 +151,3 @@ def _human_teleop(kind: str, env, rate: float):
               "LB take over", file=sys.stderr)
     teleop.connect()
     return teleop, CartesianStage(CartesianController(env.robot.spec), DELTA, 1.0 / rate, lo, hi)
-
-
-def dataset_info(store) -> dict:
-    eps = store.episodes
-    ticks = sum(e.length for e in eps)
-    streams = {}
-    for s in store.schema.streams:
-        rows = sum(e.streams[s.name][1] - e.streams[s.name][0] for e in eps if s.name in e.streams)
-        dur = sum((e.t_end_ns - e.t_start_ns) / 1e9 for e in eps)
-        intervals = rows - len(eps)  # samples per episode span one interval fewer than they number
-        streams[s.name] = {"rows": rows, "measured_rate_hz": round(intervals / dur, 2) if dur > 0 else None,
-                           "nominal_rate_hz": s.rate_hz, "features": s.features.to_json()}
-    return {"path": str(store.path), "episodes": len(eps), "ticks": ticks, "fps": store.schema.control_rate_hz,
-            "success": sum(1 for e in eps if e.success), "robot": dict(store.schema.robot),
-            "action_features": store.schema.action_features.to_json(), "streams": streams,
-            "tasks": sorted({e.task for e in eps}), "dropped_ticks": sum(e.dropped.get("ticks", 0) for e in eps)}
-
-
-def run_dataset_info(cfg: DatasetInfoConfig) -> int:
-    from robot_learning.datasets.store import EpisodeStore
-
-    info = dataset_info(EpisodeStore.open(cfg.dataset))
-    if cfg.json:
-        print(json.dumps(info))
-        return 0
-    print(f"{info['path']}: {info['episodes']} episodes ({info['success']} successful), {info['ticks']} ticks at "
-          f"{info['fps']:g} Hz, robot {info['robot']}, tasks {info['tasks']}, dropped ticks {info['dropped_ticks']}")
-    for name, s in info["streams"].items():
-        feats = ", ".join(f"{f['name']} {tuple(f['shape'])} {f['dtype']} [{f['units']}]" for f in s["features"])
-        print(f"  {name:<14} {s['rows']:>7} rows  {s['measured_rate_hz'] or 0:>6.1f} Hz  {feats}")
-    acts = ", ".join(f"{f['name']} {tuple(f['shape'])}" for f in info["action_features"])
-    print(f"  {'actions':<14} {acts}")
-    return 0
-
-
-def run_dataset_verify(cfg: DatasetVerifyConfig) -> int:
-    from robot_learning.datasets.store import EpisodeStore
-    from robot_learning.datasets.verify import verify
-
-    store = EpisodeStore.open(cfg.dataset)
-    problems = verify(store)
-    if cfg.json:
-        print(json.dumps({"dataset": str(cfg.dataset), "ok": not problems, "episodes": len(store.episodes),
-                          "problems": problems}))
-    elif problems:
-        print(f"{cfg.dataset}: {len(problems)} problem(s)")
-        for p in problems:
-            print(f"  - {p}")
-    else:
-        print(f"{cfg.dataset}: ok ({len(store.episodes)} episodes)")
-    return 0 if not problems else 1

@@ -173,12 +173,13 @@ class SafetyFilter:
             if rule is None:
                 out[name] = value
                 continue
-            res = self._apply(rule, np.asarray(value, dtype=np.float64).reshape(-1), state)
+            x = np.asarray(value, dtype=np.float64).reshape(-1)
+            hard = self._hard_band(rule)
+            res = self._apply(rule, x, state, hard)
             if isinstance(res, str):
                 return FilterResult(None, res, 0)
-            clipped += int(np.count_nonzero(res != np.asarray(value, dtype=np.float64).reshape(-1)))
-            out[name] = res.reshape(rule.shape).astype(rule.dtype)
-            out[name] = _round_inward(out[name].reshape(-1), self._hard_band(rule)).reshape(rule.shape)
+            clipped += int(np.count_nonzero(res != x))
+            out[name] = _round_inward(res.astype(rule.dtype), hard).reshape(rule.shape)
         executed = Action(out)
         self.reset(executed)
         return FilterResult(executed, None, clipped)
@@ -191,8 +192,9 @@ class SafetyFilter:
             lo, hi = np.maximum(lo, p - rule.vel_step), np.minimum(hi, p + rule.vel_step)
         return lo, hi
 
-    def _apply(self, rule: _Compiled, x: np.ndarray, state: Mapping[str, np.ndarray]) -> np.ndarray | str:
-        lo, hi = self._hard_band(rule)
+    def _apply(self, rule: _Compiled, x: np.ndarray, state: Mapping[str, np.ndarray],
+               hard: tuple[np.ndarray, np.ndarray]) -> np.ndarray | str:
+        lo, hi = hard
         if rule.step is not None:
             meas = state.get(rule.measured_by) if rule.measured_by else None
             if meas is None:
