@@ -246,6 +246,9 @@ class Normalizer:
             arr.setflags(write=False)
         return out
 
+    def __deepcopy__(self, memo: dict) -> Normalizer:
+        return self   # immutable (the torch cache only memoises its own arrays): copies may share it
+
     # --- config ------------------------------------------------------------------------------
     @property
     def modes(self) -> Mapping[str, str]:

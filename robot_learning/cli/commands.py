@@ -221,3 +221,38 @@ class DatasetDeleteConfig:
     dataset: tyro.conf.Positional[Path]
     index: tuple[int, ...]
     """Episode indices to delete."""
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluate a trained policy in the MuJoCo twin on held-out seeds: success rate with a 95% interval, episode
+    length, inference latency per chunk, rollout videos."""
+
+    checkpoint: Path
+    """A training run folder (its policy/) or a policy folder."""
+    env: str | None = None
+    """sim:TASK or sim:TASK:MODEL (default: the sim task and robot the training data came from)."""
+    episodes: int = 50
+    """Episodes, one per seed from --seed."""
+    seed: int = 100_000
+    """First seed; seeds the dataset was recorded with are refused."""
+    sampler: str | None = None
+    """ddpm, ddim or edm (default: the policy's)."""
+    sampling_steps: int | None = None
+    """Denoising steps (default: the sampler's: ddpm 100, ddim 10, edm 3)."""
+    videos: int = 4
+    """Rollout videos to write (the first episodes)."""
+    out: Path | None = None
+    """Folder for videos and eval.json (default: <checkpoint>/eval-<time>)."""
+    json: bool = False
+    """Print the result as one JSON line (nothing else on stdout)."""
+    device: str = "cpu"
+    """cpu or cuda[:N]."""
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1:
+            raise ConfigError.expected("--episodes", ">= 1", self.episodes)
+        if self.videos < 0:
+            raise ConfigError.expected("--videos", ">= 0", self.videos)
+        if self.sampler is not None and self.sampler not in ("ddpm", "ddim", "edm"):
+            raise ConfigError.expected("--sampler", "ddpm, ddim or edm", repr(self.sampler))

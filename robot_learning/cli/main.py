@@ -20,9 +20,10 @@ import tyro
 
 from robot_learning.cli.commands import (DatasetDeleteConfig, DatasetInfoConfig, DatasetMergeConfig,
                                         DatasetReplayConfig, DatasetSplitConfig, DatasetVerifyConfig,
-                                        DatasetViewConfig, DemoConfig, DoctorConfig, RecordConfig, SimCheckConfig,
+                                        DatasetViewConfig, DemoConfig, DoctorConfig, EvalConfig, RecordConfig, SimCheckConfig,
                                         SimListConfig, SimViewConfig)
 from robot_learning.errors import ConfigError, RobotLearningError
+from robot_learning.training.config import TrainConfig
 
 PROG = "robot-learning"
 
@@ -61,6 +62,8 @@ class DatasetConfig:
 Command = Union[
     Annotated[DemoConfig, tyro.conf.subcommand("demo")],
     Annotated[RecordConfig, tyro.conf.subcommand("record")],
+    Annotated[TrainConfig, tyro.conf.subcommand("train")],
+    Annotated[EvalConfig, tyro.conf.subcommand("eval")],
     Annotated[tyro.conf.OmitSubcommandPrefixes[DatasetConfig], tyro.conf.subcommand("dataset")],
     Annotated[tyro.conf.OmitSubcommandPrefixes[SimConfig], tyro.conf.subcommand("sim")],
     Annotated[DoctorConfig, tyro.conf.subcommand("doctor")],
@@ -72,6 +75,8 @@ RUNNERS: dict[type, str] = {
     DemoConfig: "robot_learning.cli.demo:run_demo",
     DoctorConfig: "robot_learning.cli.doctor:run_doctor",
     RecordConfig: "robot_learning.cli.record_cmds:run_record",
+    TrainConfig: "robot_learning.cli.learn_cmds:run_train",
+    EvalConfig: "robot_learning.cli.learn_cmds:run_eval",
     SimListConfig: "robot_learning.cli.sim_cmds:run_sim_list",
     SimCheckConfig: "robot_learning.cli.sim_cmds:run_sim_check",
     SimViewConfig: "robot_learning.cli.sim_cmds:run_sim_view",

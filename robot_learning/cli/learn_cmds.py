@@ -1,0 +1,78 @@
+"""``robot-learning train`` and ``robot-learning eval``."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+from robot_learning.cli.commands import EvalConfig
+from robot_learning.errors import ConfigError
+from robot_learning.training.config import TrainConfig
+
+
+def run_train(cfg: TrainConfig) -> int:
+    from robot_learning.training.trainer import train
+
+    summary = train(cfg)
+    if summary.get("interrupted"):
+        return 130
+    ev = summary.get("eval") or {}
+    print(f"trained {summary['steps']} steps in {summary['train_time_s']:.0f} s ({summary['wall_s']:.0f} s wall); "
+          f"policy {summary['policy']}; curves {summary['curves']}")
+    if ev:
+        print(f"eval {ev['task']}: success {ev['success_rate']:.2f} over {ev['episodes']} held-out episodes "
+              f"(95% CI {ev['ci95'][0]:.2f}-{ev['ci95'][1]:.2f}), latency p50 {ev['latency_ms_p50']:.1f} ms/chunk")
+    return 0
+
+
+def parse_env(spec: str | None, meta: dict) -> tuple[str, str]:
+    robot = meta.get("robot", {}) if isinstance(meta.get("robot"), dict) else {}
+    if spec is None:
+        if robot.get("kind") != "sim" or not robot.get("task"):
+            raise ConfigError("--env: the checkpoint was not trained on sim data; give --env sim:TASK")
+        return robot["task"], robot.get("name", "panda")
+    parts = spec.split(":")
+    if parts[0] != "sim" or len(parts) not in (2, 3) or not parts[1]:
+        raise ConfigError.expected("--env", "sim:TASK or sim:TASK:MODEL", repr(spec))
+    return parts[1], parts[2] if len(parts) == 3 else robot.get("name", "panda")
+
+
+def run_eval(cfg: EvalConfig) -> int:
+    from robot_learning.evaluation.metrics import summarize
+    from robot_learning.evaluation.rollout import evaluate
+    from robot_learning.policies.checkpoint import load_policy, resolve_policy_dir
+
+    policy_dir = resolve_policy_dir(cfg.checkpoint)
+    policy = load_policy(policy_dir, device=cfg.device)
+    task, robot = parse_env(cfg.env, policy.meta)
+    seeds = list(range(cfg.seed, cfg.seed + cfg.episodes))
+    train_seeds = set(policy.meta.get("train_seeds", []))
+    overlap = sorted(set(seeds) & train_seeds)
+    if overlap:
+        raise ConfigError(f"--seed {cfg.seed}: seeds {overlap[:5]} were in the training data; evaluate on held-out "
+                          "seeds (e.g. --seed 100000)")
+    if cfg.sampler is not None or cfg.sampling_steps is not None:
+        policy.set_sampler(cfg.sampler or policy.config.sampler, cfg.sampling_steps)
+    base = Path(cfg.checkpoint)
+    out = cfg.out if cfg.out is not None else base / f"eval-{datetime.now():%Y%m%d-%H%M%S}"
+    out.mkdir(parents=True, exist_ok=True)
+    results = evaluate(policy, task, seeds, robot=robot, video_dir=out if cfg.videos else None, videos=cfg.videos,
+                       progress=not cfg.json)
+    summary = {"task": task, "robot": robot, "checkpoint": str(policy_dir),
+               "sampler": policy.sampler.kind, "sampling_steps": policy.sampler.steps, **summarize(results)}
+    (out / "eval.json").write_text(json.dumps({**summary, "episodes_detail": [
+        {"seed": r.seed, "success": r.success, "length": r.length, "max_reward": r.max_reward,
+         "max_coverage": r.max_coverage} for r in results]}, indent=2))
+    if cfg.json:
+        print(json.dumps(summary))
+    else:
+        lo, hi = summary["ci95"]
+        print(f"{task} ({robot}): success {summary['success_rate']:.2f} over {summary['episodes']} held-out episodes "
+              f"(seeds {seeds[0]}..{seeds[-1]}, 95% CI {lo:.2f}-{hi:.2f}); mean length "
+              f"{summary['mean_episode_length']:.1f} ticks; latency p50 {summary['latency_ms_p50']:.1f} ms, "
+              f"p90 {summary['latency_ms_p90']:.1f} ms per chunk ({summary['sampler']}-{summary['sampling_steps']})")
+        if "mean_max_coverage" in summary:
+            print(f"mean max coverage {summary['mean_max_coverage']:.3f}")
+        print(f"videos and eval.json in {out}")
+    return 0

@@ -1,0 +1,148 @@
+"""Policy rollouts in the MuJoCo twin, through the control runtime (the deploy loop).
+
+``evaluate(policy, task, seeds)`` runs one episode per seed: ``SimEnv.reset(seed)``, then the
+runtime pulls actions from a ``ChunkExecutor`` over the policy (safety filter and watchdog in
+between, as on hardware) until the task succeeds or its time limit. The env's sensors are the
+ones the policy was trained on (``env_config_for``). Videos of the first episodes are written
+from a separate scene camera rendered at every tick, with the outcome in the file name.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mujoco
+import numpy as np
+
+from robot_learning.core.features import FeatureKind, FeatureSet
+from robot_learning.errors import ConfigError, SpecMismatchError
+from robot_learning.runtime.control import TickRecord
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    seed: int
+    success: bool
+    length: int                 # control ticks run
+    max_reward: float           # the task's dense reward, best over the episode
+    max_coverage: float | None  # push_t only: best coverage of the target
+    latencies_s: tuple[float, ...] = field(repr=False)   # one per inferred chunk
+    video: str | None = None
+
+
+def env_config_for(features: FeatureSet, task: str, robot: str):
+    """A ``SimEnvConfig`` whose observation holds ``features`` (the sensors a policy was trained on)."""
+    from robot_learning.sim.env import SimEnvConfig
+
+    cameras, sizes, depth, tactile = [], set(), False, False
+    for s in features:
+        if s.kind is FeatureKind.RGB:
+            cameras.append(s.name[:-len("_rgb")] if s.name.endswith("_rgb") else s.name)
+            sizes.add(s.shape[0])
+        elif s.kind is FeatureKind.DEPTH:
+            depth = True
+        elif s.kind is FeatureKind.TACTILE:
+            tactile = True
+    if len(sizes) > 1:
+        raise ConfigError.expected("policy camera sizes", "one image size for every camera", sorted(sizes))
+    return SimEnvConfig(task=task, robot=robot, cameras=tuple(cameras), image_size=sizes.pop() if sizes else 96,
+                        depth=depth, tactile=tactile, object_state=True, camera_fps=None)
+
+
+def check_env_features(env_features: FeatureSet, policy_features: FeatureSet) -> None:
+    for s in policy_features:
+        if s.name not in env_features:
+            raise SpecMismatchError.expected("sim observation", f"feature {s.name!r} the policy reads",
+                                             f"features {list(env_features.names)}")
+        if tuple(env_features[s.name].shape) != tuple(s.shape):
+            raise SpecMismatchError.expected(f"sim {s.name} shape", s.shape, env_features[s.name].shape)
+
+
+class _SceneVideo:
+    """Runtime sink: one frame of a scene camera per control tick, for rollout videos."""
+
+    def __init__(self, world, camera: str = "front", size: int = 192):
+        self.world, self.camera = world, camera
+        self.renderer = mujoco.Renderer(world.model, size, size)
+        self.frames: list[np.ndarray] = []
+
+    def on_tick(self, tick: TickRecord) -> None:
+        self.renderer.update_scene(self.world.data, self.camera)
+        self.frames.append(self.renderer.render().copy())
+
+    def close(self) -> None:
+        pass
+
+
+def rollout(env, policy, seed: int, video_path: Path | None = None, fps: float = 10.0) -> EpisodeResult:
+    from robot_learning.policies.executor import ChunkExecutor
+
+    env.reset(seed)
+    executor = ChunkExecutor(policy, env.world.clock, seed=seed)
+    video = _SceneVideo(env.world) if video_path is not None else None
+    push_t = hasattr(env.task, "coverage")
+    best = {"reward": env.task.reward(env.world), "coverage": env.task.coverage(env.world) if push_t else None}
+
+    def after_tick(tick: TickRecord) -> bool:
+        best["reward"] = max(best["reward"], env.task.reward(env.world))
+        if push_t:
+            best["coverage"] = max(best["coverage"], env.task.coverage(env.world))
+        return env.task.success(env.world)
+
+    runtime = env.make_runtime(executor, sinks=(video,) if video is not None else ())
+    try:
+        stats = runtime.run(max_ticks=env.max_steps, should_stop=after_tick)
+    finally:
+        if video is not None:
+            video.renderer.close()
+    if stats.interrupted:
+        raise KeyboardInterrupt
+    success = env.task.success(env.world)
+    out = None
+    if video is not None and video.frames:
+        from robot_learning.video import VideoWriter
+
+        out = video_path.with_name(f"{video_path.stem}_{'success' if success else 'fail'}{video_path.suffix}")
+        with VideoWriter(out, fps) as w:
+            for f in video.frames:
+                w.write(f)
+            for _ in range(int(fps)):     # hold the last frame one second
+                w.write(video.frames[-1])
+        out = str(out)
+    return EpisodeResult(int(seed), bool(success), int(stats.loop.ticks), float(best["reward"]), best["coverage"],
+                         tuple(executor.latencies_s), out)
+
+
+def evaluate(policy, task: str, seeds, *, robot: str = "panda", video_dir: Path | None = None, videos: int = 4,
+             progress: bool = False, env=None) -> list[EpisodeResult]:
+    """One rollout per seed (see the module docstring); videos of the first ``videos`` episodes."""
+    from robot_learning.sim.env import SimEnv
+
+    own = env is None
+    if own:
+        env = SimEnv(env_config_for(policy.observation_features, task, robot))
+    try:
+        check_env_features(env.observation_features, policy.observation_features)
+        seeds = list(seeds)
+        it = seeds
+        if progress:
+            from tqdm import tqdm
+            it = tqdm(seeds, desc=f"eval {task}", unit="ep", leave=False)
+        results = []
+        for k, seed in enumerate(it):
+            path = Path(video_dir) / f"{task}_seed{seed}.mp4" if video_dir is not None and k < videos else None
+            results.append(rollout(env, policy, seed, path))
+            if progress:
+                it.set_postfix(success=f"{np.mean([r.success for r in results]):.2f}")
+        return results
+    finally:
+        if own:
+            env.close()
+
+
+def timed_evaluate(*args, **kwargs) -> tuple[list[EpisodeResult], float]:
+    t0 = time.perf_counter()
+    res = evaluate(*args, **kwargs)
+    return res, time.perf_counter() - t0

@@ -1,0 +1,109 @@
+"""The training command's config, and how ``--obs`` picks the recorded features a policy sees."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from robot_learning.core.features import FeatureKind, FeatureSet
+from robot_learning.errors import ConfigError
+
+OBS_ALIASES = {"state": FeatureKind.STATE, "rgb": FeatureKind.RGB, "depth": FeatureKind.DEPTH,
+               "tactile": FeatureKind.TACTILE}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Train a policy on a recorded dataset; evaluates in sim along the way, checkpoints, resumes."""
+
+    dataset: Path
+    """Dataset folder (recorded with `robot-learning record`)."""
+    out: Path
+    """Run folder: policy/ (for eval and deploy), checkpoint/ (resume), logs, curves.png, videos."""
+    policy: Literal["diffusion"] = "diffusion"
+    """Policy family."""
+    obs: str = "state"
+    """What the policy sees, comma-separated: state (every state feature, sim object state included), rgb (every
+    camera), depth, tactile, or feature names, e.g. state,wrist_rgb or joint_pos_rad,front_rgb."""
+    size: Literal["cpu", "paper"] = "cpu"
+    """Network size: cpu (U-Net 64-128-256, ResNet width 32) or paper (U-Net 256-512-1024, 512-1024-2048 with
+    images; ResNet-18 width 64)."""
+    denoiser: Literal["unet", "transformer"] = "unet"
+    """Denoising network."""
+    steps: int | None = None
+    """Optimisation steps (default 5000 when --minutes is not given either)."""
+    minutes: float | None = None
+    """Training time budget (optimisation wall time; evaluation is extra). With --steps, whichever ends first."""
+    batch_size: int = 256
+    """Windows per step."""
+    lr: float = 1e-4
+    """AdamW peak learning rate (cosine decay after warm-up)."""
+    weight_decay: float = 1e-6
+    warmup_steps: int = 500
+    """Linear learning-rate warm-up steps."""
+    obs_steps: int = 2
+    """To: observation steps the policy conditions on."""
+    horizon: int = 16
+    """Tp: predicted action steps."""
+    action_steps: int = 8
+    """Ta: executed action steps per inference."""
+    sampler: Literal["ddpm", "ddim", "edm"] = "ddim"
+    """Sampler saved as the policy's default (eval can override)."""
+    eval_every: int = 0
+    """Evaluate in sim every N steps (0: only at the end)."""
+    eval_episodes: int = 10
+    """Episodes per evaluation (held-out seeds from --eval-seed)."""
+    eval_seed: int = 100_000
+    """First evaluation seed; must not be a seed the dataset was recorded with."""
+    eval_task: str | None = None
+    """Sim task to evaluate on (default: the dataset's sim task; none for a hardware dataset)."""
+    videos: int = 2
+    """Rollout videos per evaluation."""
+    checkpoint_every_min: float = 2.0
+    """Minutes between checkpoints (one is always written at the end and on Ctrl-C)."""
+    resume: bool = False
+    """Continue the run in --out from its checkpoint."""
+    seed: int = 0
+    device: str = "auto"
+    """auto (cuda when present), cpu or cuda[:N]."""
+    threads: int | None = None
+    """CPU threads for torch (default: every core)."""
+    progress: bool = True
+    """Show progress bars."""
+
+    def __post_init__(self) -> None:
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError.expected("--steps", ">= 1", self.steps)
+        if self.minutes is not None and not self.minutes > 0:
+            raise ConfigError.expected("--minutes", "> 0", self.minutes)
+        if self.batch_size < 1:
+            raise ConfigError.expected("--batch-size", ">= 1", self.batch_size)
+        if not self.lr > 0:
+            raise ConfigError.expected("--lr", "> 0", self.lr)
+        if self.eval_every < 0 or self.eval_episodes < 0:
+            raise ConfigError.expected("--eval-every / --eval-episodes", ">= 0", (self.eval_every, self.eval_episodes))
+        if not self.obs.strip():
+            raise ConfigError.expected("--obs", "at least one feature or alias", repr(self.obs))
+
+    @property
+    def step_budget(self) -> int | None:
+        return self.steps if self.steps is not None else (None if self.minutes is not None else 5000)
+
+
+def select_features(obs: str, available: FeatureSet) -> FeatureSet:
+    """The features ``--obs`` names, in the dataset's order (aliases expand by kind)."""
+    wanted: set[str] = set()
+    for tok in (t.strip() for t in obs.split(",") if t.strip()):
+        if tok in OBS_ALIASES:
+            hits = [s.name for s in available if s.kind is OBS_ALIASES[tok]]
+            if not hits:
+                raise ConfigError.expected(f"--obs {tok}", f"a dataset with {tok} features",
+                                           f"features {list(available.names)}")
+            wanted.update(hits)
+        elif tok in available:
+            wanted.add(tok)
+        else:
+            raise ConfigError.expected("--obs entry", f"one of {sorted(OBS_ALIASES)} or a feature of "
+                                       f"{list(available.names)}", repr(tok))
+    return FeatureSet(s for s in available if s.name in wanted and s.kind is not FeatureKind.LANGUAGE)

@@ -1,0 +1,287 @@
+"""The training loop: dataset windows -> policy loss -> AdamW (cosine warm-up) -> EMA, with
+periodic sim evaluation on held-out seeds, atomic checkpoints, resume, CSV logs and curves.
+
+Run layout (``--out``)::
+
+    train_config.json   the TrainConfig of the run
+    policy/             the EMA policy (safetensors + JSON): what eval and deploy load
+    checkpoint/         the full training state for --resume
+    train_log.csv       step, loss, lr, samples/s, times     eval_log.csv   one row per evaluation
+    curves.png          loss and success curves               videos/        rollout videos
+    summary.json        the final figures
+
+Budget: ``--steps`` and/or ``--minutes`` (optimisation time). With only a time budget the cosine
+schedule's length is estimated from the speed measured over the first steps, then fixed.
+Ctrl-C writes a checkpoint and the policy, then stops; ``--resume`` continues from it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from robot_learning.errors import ConfigError
+from robot_learning.training.config import TrainConfig, select_features
+
+SPEED_PROBE_STEPS = 30
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError.expected("--device", "cpu (no CUDA device is present)", name)
+    return torch.device(name)
+
+
+def _config_json(cfg: TrainConfig) -> dict:
+    return json.loads(json.dumps(asdict(cfg), default=str))
+
+
+def diffusion_config(cfg: TrainConfig, has_images: bool):
+    from robot_learning.policies.diffusion import DiffusionConfig
+    from robot_learning.policies.nets.encoders import EncoderConfig
+
+    if cfg.size == "paper":
+        dims, width = ((512, 1024, 2048) if has_images else (256, 512, 1024)), 64
+    else:
+        dims, width = (64, 128, 256), 32
+    return DiffusionConfig(To=cfg.obs_steps, Tp=cfg.horizon, Ta=cfg.action_steps, denoiser=cfg.denoiser,
+                           down_dims=dims, sampler=cfg.sampler, encoder=EncoderConfig(image_width=width))
+
+
+def prepare(cfg: TrainConfig, device: torch.device):
+    """Open the dataset, pick the features, build the sampler, normaliser and a fresh policy."""
+    from robot_learning.core.features import FeatureKind, FeatureSet
+    from robot_learning.datasets.sampler import WindowSampler
+    from robot_learning.datasets.stats import Normalizer, load_stats
+    from robot_learning.datasets.store import EpisodeStore
+    from robot_learning.policies.diffusion import DiffusionPolicy, normalizer_modes
+
+    if not Path(cfg.dataset).exists():
+        raise ConfigError(f"--dataset {cfg.dataset}: no such dataset folder")
+    store = EpisodeStore.open(cfg.dataset)
+    if not store.episodes:
+        raise ConfigError(f"--dataset {cfg.dataset}: no committed episodes")
+    schema = store.schema
+    available = FeatureSet(s for st in schema.streams for s in st.features)
+    features = select_features(cfg.obs, available)
+    has_images = any(s.kind in (FeatureKind.RGB, FeatureKind.DEPTH) for s in features)
+    dcfg = diffusion_config(cfg, has_images)
+    sampler = WindowSampler(store, list(features.names), To=dcfg.To, Tp=dcfg.Tp, Ta=dcfg.Ta)
+    stats = sampler.output_stats(load_stats(store))
+    normalizer = Normalizer(normalizer_modes(dcfg, features), stats)
+    period_ns = int(round(1e9 / schema.control_rate_hz))
+    robot = dict(schema.robot) if isinstance(schema.robot, dict) else {}
+    meta = {"dataset": str(cfg.dataset), "episodes": len(store.episodes), "robot": robot,
+            "train_seeds": sorted(int(e.seed) for e in store.episodes if e.seed is not None)}
+    policy = DiffusionPolicy(dcfg, features, schema.action_features, normalizer, period_ns, meta).to(device)
+    return store, sampler, policy, meta
+
+
+def _eval_task(cfg: TrainConfig, meta: dict) -> tuple[str | None, str]:
+    robot = meta.get("robot", {})
+    task = cfg.eval_task or (robot.get("task") if robot.get("kind") == "sim" else None)
+    return task, robot.get("name", "panda")
+
+
+def _check_held_out(cfg: TrainConfig, meta: dict, n: int) -> list[int]:
+    seeds = list(range(cfg.eval_seed, cfg.eval_seed + n))
+    overlap = sorted(set(seeds) & set(meta["train_seeds"]))
+    if overlap:
+        raise ConfigError(f"--eval-seed {cfg.eval_seed}: evaluation seeds {overlap[:5]} were recorded in the "
+                          "dataset; pick held-out seeds (e.g. --eval-seed 100000)")
+    return seeds
+
+
+def run_eval(policy, cfg: TrainConfig, meta: dict, episodes: int, video_dir: Path | None, progress: bool) -> dict:
+    from robot_learning.evaluation.metrics import summarize
+    from robot_learning.evaluation.rollout import evaluate
+
+    task, robot = _eval_task(cfg, meta)
+    if task is None or episodes == 0:
+        return {}
+    seeds = _check_held_out(cfg, meta, episodes)
+    was = policy.training
+    policy.eval()
+    try:
+        res = evaluate(policy, task, seeds, robot=robot, video_dir=video_dir, videos=cfg.videos, progress=progress)
+    finally:
+        policy.train(was)
+    return {"task": task, **summarize(res)}
+
+
+def lr_lambda(warmup: int, total: list[int]):
+    """Linear warm-up then cosine decay to 0 over ``total[0]`` steps (a list: fixed later when only
+    a time budget was given)."""
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        span = max(1, total[0] - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / span)))
+    return f
+
+
+def train(cfg: TrainConfig) -> dict:
+    from robot_learning.training.ema import EMA
+    from robot_learning.training.logs import EVAL_FIELDS, TRAIN_FIELDS, CsvLog, plot_curves
+    from robot_learning.training.state import load_train_state, restore_optimizer, save_train_state
+
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    device = _device(cfg.device)
+    out = Path(cfg.out)
+    if out.exists() and any(out.iterdir()) and not cfg.resume:
+        if (out / "checkpoint").exists():
+            raise ConfigError(f"--out {out} holds a run already; add --resume to continue it or pick a new folder")
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    store, sampler, policy, meta = prepare(cfg, device)
+    task, _ = _eval_task(cfg, meta)
+    if task is not None and cfg.eval_episodes:
+        _check_held_out(cfg, meta, cfg.eval_episodes)
+
+    from robot_learning.datasets.dense import DenseWindows
+
+    t_load = time.perf_counter()
+    data = DenseWindows(sampler, device=device, progress=cfg.progress)
+    load_s = time.perf_counter() - t_load
+    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.95, 0.999), eps=1e-8,
+                            weight_decay=cfg.weight_decay)
+    ema = EMA(policy)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    step, train_time, wall_before = 0, 0.0, 0.0
+    total = [cfg.step_budget or 10**9]
+    fixed_total = cfg.step_budget is not None
+    if cfg.resume:
+        info, tensors = load_train_state(out / "checkpoint")
+        saved = info.get("config", {})
+        for key in ("obs", "size", "denoiser", "obs_steps", "horizon", "action_steps", "policy"):
+            if saved.get(key) != _config_json(cfg).get(key):
+                raise ConfigError.expected(f"--resume {key}", repr(saved.get(key)), repr(_config_json(cfg).get(key)))
+        from robot_learning.policies.checkpoint import load_weights
+
+        load_weights(policy, tensors["model"], "checkpoint model")
+        load_weights(ema.averaged, tensors["ema"], "checkpoint EMA")
+        restore_optimizer(opt, tensors["optimizer"], info["optimizer_param_groups"])
+        torch.set_rng_state(tensors["rng"]["torch_cpu"])
+        gen.set_state(tensors["rng"]["batch_generator"])
+        step, train_time, wall_before = int(info["step"]), float(info["train_time_s"]), float(info["wall_s"])
+        ema.step = int(info["ema_step"])
+        total = [int(info["total_steps"])]
+        fixed_total = bool(info["total_fixed"])
+        if cfg.steps is not None:
+            total, fixed_total = [cfg.steps], True
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.warmup_steps, total), last_epoch=step - 1)
+    (out / "train_config.json").write_text(json.dumps(_config_json(cfg), indent=2))
+    train_log = CsvLog(out / "train_log.csv", TRAIN_FIELDS, truncate_after_step=step)
+    eval_log = CsvLog(out / "eval_log.csv", EVAL_FIELDS, truncate_after_step=step)
+    use_amp = device.type == "cuda"
+    wall0 = time.perf_counter()
+    budget_s = cfg.minutes * 60 if cfg.minutes is not None else None
+
+    def checkpoint() -> None:
+        info = {"step": step, "total_steps": total[0], "total_fixed": fixed_total, "train_time_s": train_time,
+                "wall_s": wall_before + time.perf_counter() - wall0, "ema_step": ema.step, "config": _config_json(cfg)}
+        save_train_state(out / "checkpoint", policy, ema.averaged, opt, gen, info)
+        ema.averaged.save(out / "policy", {"train_step": step, "train_time_s": round(train_time, 1)})
+
+    def evaluate_now(episodes: int, final: bool) -> dict:
+        res = run_eval(ema.averaged, cfg, meta, episodes, out / "videos" / (f"step{step:07d}"),
+                       cfg.progress)
+        if res:
+            eval_log.write({"step": step, "train_time_s": round(train_time, 1), "success_rate": res["success_rate"],
+                            "episodes": res["episodes"], "ci95_lo": res["ci95"][0], "ci95_hi": res["ci95"][1],
+                            "mean_episode_length": res["mean_episode_length"], "latency_ms_p50": res["latency_ms_p50"],
+                            "latency_ms_p90": res["latency_ms_p90"], "mean_max_coverage": res.get("mean_max_coverage")})
+        return res
+
+    bar = None
+    if cfg.progress:
+        from tqdm import tqdm
+        bar = tqdm(total=None if not fixed_total else total[0], initial=step, unit="step", dynamic_ncols=True,
+                   desc=f"train {policy.kind}")
+    last_ckpt, last_log, interrupted, last_eval = time.perf_counter(), step, False, {}
+    losses: list[float] = []
+    t_probe, t_last_log = None, train_time
+    print(f"train: {len(data)} windows from {len(store.episodes)} episodes ({data.nbytes / 2**20:.1f} MiB in memory, "
+          f"loaded in {load_s:.1f} s), obs {list(policy.observation_features.names)}, "
+          f"{policy.num_parameters() / 1e6:.2f}M parameters, device {device}, {torch.get_num_threads()} threads",
+          flush=True)
+    policy.train()
+    try:
+        while step < total[0] and (budget_s is None or train_time < budget_s):
+            t0 = time.perf_counter()
+            idx = torch.randint(0, len(data), (cfg.batch_size,), generator=gen)
+            batch = data.batch(idx)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss = policy.compute_loss(batch)
+            if not torch.isfinite(loss):
+                raise ConfigError(f"training diverged at step {step}: loss {loss.item()} (lower --lr?)")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            ema.update(policy)
+            step += 1
+            dt = time.perf_counter() - t0
+            train_time += dt
+            losses.append(loss.item())
+            if not fixed_total and budget_s is not None:
+                if step == SPEED_PROBE_STEPS + 1:
+                    t_probe = (train_time, step)
+                elif t_probe is not None and step == 2 * SPEED_PROBE_STEPS + 1:
+                    per_step = (train_time - t_probe[0]) / (step - t_probe[1])
+                    total[0] = step + int((budget_s - train_time) / per_step)
+                    fixed_total = True
+                    if bar is not None:
+                        bar.total = total[0]
+            if bar is not None:
+                bar.update(1)
+            if step - last_log >= 50 or step == total[0]:
+                sps = cfg.batch_size * (step - last_log) / max(1e-9, train_time - t_last_log)
+                row = {"step": step, "loss": round(float(np.mean(losses)), 6), "lr": sched.get_last_lr()[0],
+                       "samples_per_s": round(sps, 1), "train_time_s": round(train_time, 2),
+                       "wall_s": round(wall_before + time.perf_counter() - wall0, 2)}
+                train_log.write(row)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", samples_s=f"{sps:.0f}", lr=f"{row['lr']:.1e}")
+                losses, last_log, t_last_log = [], step, train_time
+            if cfg.eval_every and step % cfg.eval_every == 0 and step < total[0]:
+                last_eval = evaluate_now(cfg.eval_episodes, final=False)
+                if bar is not None and last_eval:
+                    bar.write(f"step {step}: success {last_eval['success_rate']:.2f} over {last_eval['episodes']} "
+                              f"held-out episodes")
+            if time.perf_counter() - last_ckpt > cfg.checkpoint_every_min * 60:
+                checkpoint()
+                last_ckpt = time.perf_counter()
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if bar is not None:
+            bar.close()
+    checkpoint()
+    if interrupted:
+        train_log.close()
+        eval_log.close()
+        print(f"interrupted at step {step}: checkpoint saved; continue with --resume", flush=True)
+        return {"interrupted": True, "step": step, "out": str(out)}
+    final = evaluate_now(cfg.eval_episodes, final=True) if cfg.eval_episodes else {}
+    train_log.close()
+    eval_log.close()
+    plot = plot_curves(out, f"{policy.kind} policy, obs {cfg.obs}, {len(store.episodes)} episodes")
+    summary = {"out": str(out), "policy": str(out / "policy"), "steps": step, "train_time_s": round(train_time, 1),
+               "wall_s": round(wall_before + time.perf_counter() - wall0, 1), "episodes": len(store.episodes),
+               "windows": len(data), "parameters": policy.num_parameters(), "device": str(device),
+               "threads": torch.get_num_threads(), "eval": final, "curves": str(plot)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
