@@ -45,20 +45,24 @@ def test_condense_wraps_long_messages():
     assert condense_usage_error(box) == "value error: Error parsing --x: bad value 'y'"
 
 
-def test_demo_quick_runs_sim_safety_and_timing(tmp_path):
+def test_demo_quick_records_trains_evaluates(tmp_path):
     r = _run("demo", "--quick", "--duration-s", "3", "--out", str(tmp_path), "--json", timeout=300)
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout.strip().splitlines()[-1])
-    sim, safety = summary["sim"], summary["safety"]
-    assert sim["episodes"] == 2 and sim["expert_success_rate"] > 0 and sim["video_frames"] > 30
+    sim, safety, table = summary["sim"], summary["safety"], summary["table"]
+    assert sim["episodes"] == 4 and sim["expert_success_rate"] > 0 and sim["video_frames"] > 30
+    assert table["demos"] == 4 and table["train_steps"] == 20 and table["eval_episodes"] == 2
+    assert 0.0 <= table["success_rate"] <= 1.0 and table["latency_ms_p50"] > 0
+    assert summary["train"]["eval"]["seeds"] == [100_000, 100_001]
     assert safety["rejected"] > 0 and safety["watchdog_trips"] >= 1 and safety["clipped_ticks"] > 0
     assert safety["executed_within_joint_limits"]
     assert safety["max_command_rate_over_cap"] <= 1.0 + 1e-6
     assert safety["watchdog_hold_after_periods"] <= 3
     assert summary["timing"]["ticks"] > 50
-    assert "Not there yet" in r.stdout
+    assert "Summary" in r.stdout and "held-out" in r.stdout
     assert summary["sim"]["dataset_problems"] == []
-    for f in ("sim_lift.mp4", "safety_ticks.csv", "safety_joint1.png", "summary.json", "demos.zarr/zarr.json"):
+    for f in ("sim_lift.mp4", "safety_ticks.csv", "safety_joint1.png", "summary.json", "demos.zarr/zarr.json",
+              "train/policy/model.safetensors", "train/curves.png", "train/train_log.csv"):
         assert (tmp_path / f).stat().st_size > 0
 
 

@@ -12,11 +12,20 @@ from robot_learning.errors import ConfigError
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Run the main job on the embedded default (MuJoCo twin): the expert through the control runtime,
-    the safety filter and watchdog under injected faults, and loop timing (recording and training come next)."""
+    """Run the main job on the embedded default (MuJoCo twin): record scripted demos through the control runtime,
+    train a diffusion policy, evaluate it on held-out seeds, then the safety filter and watchdog under injected
+    faults and loop timing. About 17 minutes on 2 CPU cores; --quick is the CI-sized run (~1 minute)."""
 
     quick: bool = False
-    """CI-sized run (2 expert episodes, shorter safety and timing runs)."""
+    """CI-sized run (4 demos, 20 training steps, 2 evaluation episodes, shorter safety and timing runs)."""
+    demos: int | None = None
+    """Scripted demonstrations to record (default 100; 4 with --quick)."""
+    train_minutes: float | None = None
+    """Training time budget in minutes (default 12; --quick trains 20 steps)."""
+    train_steps: int | None = None
+    """Training step budget instead of (or with) the time budget."""
+    eval_episodes: int | None = None
+    """Held-out evaluation episodes (default 50; 2 with --quick)."""
     rate_hz: float = 50.0
     """Control rate."""
     duration_s: float | None = None
@@ -26,9 +35,15 @@ class DemoConfig:
     json: bool = False
     """Also print the summary as one JSON line."""
     seed: int = 0
-    """Seed of the scripted trajectory's phases."""
+    """First demo seed (also seeds training; evaluation uses 100000 + seed onwards)."""
 
     def __post_init__(self) -> None:
+        for name in ("demos", "train_steps", "eval_episodes"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ConfigError.expected(f"--{name.replace('_', '-')}", ">= 1", v)
+        if self.train_minutes is not None and not self.train_minutes > 0:
+            raise ConfigError.expected("--train-minutes", "> 0", self.train_minutes)
         if not (1.0 <= self.rate_hz <= 1000.0):
             raise ConfigError.expected("--rate-hz", "1..1000", self.rate_hz)
         if self.duration_s is not None and not self.duration_s > 0:
@@ -243,7 +258,7 @@ class EvalConfig:
     videos: int = 4
     """Rollout videos to write (the first episodes)."""
     out: Path | None = None
-    """Folder for videos and eval.json (default: <checkpoint>/eval-<time>)."""
+    """Folder for videos and eval.json (default: eval-<time> beside the policy folder, i.e. in the run folder)."""
     json: bool = False
     """Print the result as one JSON line (nothing else on stdout)."""
     device: str = "cpu"

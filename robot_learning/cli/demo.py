@@ -1,11 +1,14 @@
 """``robot-learning demo``: the main job on the embedded default (MuJoCo twin, local files).
 
-1. The scripted expert drives the Panda twin through the control runtime on ``lift``; the episodes
-   are recorded into a zarr dataset (verified) and filmed.
-2. Safety: a trajectory with NaN commands, a jump, a stalled source and a past-limit target goes
-   through the same runtime on the twin: the filter and the watchdog act (tick log and plot).
-3. Timing: the same loop on the real clock (the emulated arm) reports its period error.
-Training is not there yet, and the demo says so.
+1. Record: the scripted expert drives the Panda twin through the control runtime on ``lift``; the
+   episodes (state, front and wrist cameras, taxels) go into a zarr dataset (verified) and a video.
+2. Train: a state-based diffusion policy on that dataset (``robot-learning train``), with a time
+   budget, checkpoints, logs and curves.
+3. Evaluate: the EMA policy on held-out seeds in the twin, through the same control runtime:
+   success rate with a 95% interval, latency per chunk, rollout videos.
+4. Safety: a trajectory with NaN commands, a jump, a stalled source and a past-limit target goes
+   through the runtime on the twin: the filter and the watchdog act (tick log and plot).
+5. Timing: the same loop on the real clock (the emulated arm) reports its period error.
 """
 
 from __future__ import annotations
@@ -18,11 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from robot_learning.cli.commands import DemoConfig
-
-NOT_YET = (
-    "diffusion policy training and sim evaluation (issue #5): the recorded demos are not trained on yet",
-)
-
 
 def _print_rows(rows: list[tuple[str, str]]) -> None:
     width = max(len(k) for k, _ in rows)
@@ -38,23 +36,53 @@ def run_demo(cfg: DemoConfig) -> int:
     from robot_learning.runtime.control import ControlRuntime, RuntimeConfig
     from robot_learning.runtime.sources import FunctionSource
     from robot_learning.sim.env import SimEnv, SimEnvConfig
+    from robot_learning.training.config import TrainConfig
+    from robot_learning.training.trainer import train
 
     duration_s = cfg.duration_s if cfg.duration_s is not None else (4.0 if cfg.quick else 10.0)
-    episodes = 2 if cfg.quick else 10
+    episodes = cfg.demos if cfg.demos is not None else (4 if cfg.quick else 100)
+    minutes = cfg.train_minutes if cfg.train_minutes is not None else (None if cfg.quick else 12.0)
+    eval_episodes = cfg.eval_episodes if cfg.eval_episodes is not None else (2 if cfg.quick else 50)
     out = cfg.out if cfg.out is not None else Path("runs") / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
     out.mkdir(parents=True, exist_ok=True)
     wall0 = time.perf_counter()
 
-    print(f"[1/3] record: scripted expert on the MuJoCo Panda twin, task lift, {episodes} episodes "
-          f"(seeds {cfg.seed}..{cfg.seed + episodes - 1}), through the control runtime on the sim clock")
-    sim = run_sim_expert("lift", "panda", episodes, cfg.seed, out / "sim_lift.mp4", size=128 if cfg.quick else 192,
-                         dataset=out / "demos.zarr")
+    print(f"[1/5] record: scripted expert on the MuJoCo Panda twin, task lift, {episodes} episodes "
+          f"(seeds {cfg.seed}..{cfg.seed + episodes - 1}), through the control runtime on the sim clock", flush=True)
+    t0 = time.perf_counter()
+    sim = run_sim_expert("lift", "panda", episodes, cfg.seed, out / "sim_lift.mp4", size=96,
+                         dataset=out / "demos.zarr", video_episodes=2)
+    record_s = time.perf_counter() - t0
     verdict = "verify ok" if not sim["dataset_problems"] else f"verify FAILED: {sim['dataset_problems'][:2]}"
-    _print_rows([("expert success", f"{sim['expert_success_rate']:.2f} over {episodes} episodes"),
-                 ("dataset", f"{sim['dataset']} ({episodes} episodes recorded, {verdict})"),
-                 ("video", f"{sim['video']} ({sim['video_frames']} frames: front camera | wrist camera)")])
+    _print_rows([("expert success", f"{sim['expert_success_rate']:.2f} over {episodes} episodes ({record_s:.0f} s)"),
+                 ("dataset", f"{sim['dataset']} ({episodes} episodes: state, front + wrist 96 px, taxels; {verdict})"),
+                 ("video", f"{sim['video']} (first 2 episodes: front camera | wrist camera)")])
 
-    print(f"\n[2/3] safety: faulty trajectory on the Panda twin, {cfg.rate_hz:g} Hz for {duration_s:g} s of sim time")
+    budget = f"{minutes:g} min" if minutes is not None else f"{cfg.train_steps or 20} steps"
+    print(f"\n[2/5] train: state-based diffusion policy (U-Net, DDPM, EMA) for {budget} on "
+          f"{__import__('torch').get_num_threads()} CPU threads", flush=True)
+    tcfg = TrainConfig(dataset=out / "demos.zarr", out=out / "train", obs="state", minutes=minutes,
+                       steps=cfg.train_steps if cfg.train_steps is not None else (20 if cfg.quick else None),
+                       eval_episodes=eval_episodes, eval_seed=100_000 + cfg.seed, videos=3, seed=cfg.seed,
+                       progress=not cfg.json)
+    run = train(tcfg)
+    if run.get("interrupted"):
+        print("demo interrupted during training; the checkpoint is in", tcfg.out)
+        return 130
+    ev = run["eval"]
+    _print_rows([("steps", f"{run['steps']} in {run['train_time_s'] / 60:.1f} min ({run['windows']} windows, "
+                           f"{run['parameters'] / 1e6:.1f}M parameters)"),
+                 ("policy", run["policy"]), ("curves", run["curves"])])
+
+    print(f"\n[3/5] evaluate: {ev['episodes']} held-out seeds ({ev['seeds'][0]}..{ev['seeds'][-1]}) in the twin, "
+          "through the control runtime", flush=True)
+    _print_rows([("success", f"{ev['success_rate']:.2f} ({ev['successes']}/{ev['episodes']}, 95% CI "
+                             f"{ev['ci95'][0]:.2f}-{ev['ci95'][1]:.2f})"),
+                 ("latency", f"p50 {ev['latency_ms_p50']:.1f} ms, p90 {ev['latency_ms_p90']:.1f} ms per chunk of 8 "
+                             "actions (DDIM-10)"),
+                 ("videos", ", ".join(ev["videos"]))])
+
+    print(f"\n[4/5] safety: faulty trajectory on the Panda twin, {cfg.rate_hz:g} Hz for {duration_s:g} s of sim time")
     env = SimEnv(SimEnvConfig(task="lift", robot="panda", object_state=False))
     env.reset(cfg.seed)
     safety, rows = run_safety(env.robot, np.asarray(env.robot.spec.home_qpos), env.world.clock, cfg.rate_hz,
@@ -64,7 +92,7 @@ def run_demo(cfg: DemoConfig) -> int:
     _print_rows(rows + [("plot", str(out / "safety_joint1.png")), ("tick log", str(out / "safety_ticks.csv"))])
 
     timing_s = 2.0 if cfg.quick else 5.0
-    print(f"\n[3/3] timing: the same loop on the real clock at {cfg.rate_hz:g} Hz for {timing_s:g} s (emulated arm)")
+    print(f"\n[5/5] timing: the same loop on the real clock at {cfg.rate_hz:g} Hz for {timing_s:g} s (emulated arm)")
     clock = default_clock()
     with EmulatedArm(clock=clock) as arm:
         hold = arm.hold()
@@ -75,13 +103,23 @@ def run_demo(cfg: DemoConfig) -> int:
     _print_rows([("ticks", f"{timing.loop.ticks} ({timing.loop.overruns} overruns)"),
                  ("period error", f"p50 {pe['p50']:.3f} ms, p99 {pe['p99']:.3f} ms, max {pe['max']:.3f} ms")])
 
-    summary = {"sim": sim, "safety": safety, "timing": {"rate_hz": cfg.rate_hz, **timing.summary()},
-               "wall_s": round(time.perf_counter() - wall0, 1), "not_yet": list(NOT_YET), "out": str(out)}
+    wall = round(time.perf_counter() - wall0, 1)
+    table = {"demos": episodes, "expert_success_rate": sim["expert_success_rate"], "record_s": round(record_s, 1),
+             "train_steps": run["steps"], "train_min": round(run["train_time_s"] / 60, 2),
+             "success_rate": ev["success_rate"], "eval_episodes": ev["episodes"], "ci95": ev["ci95"],
+             "latency_ms_p50": ev["latency_ms_p50"], "latency_ms_p90": ev["latency_ms_p90"], "wall_s": wall}
+    summary = {"table": table, "sim": sim, "train": run, "safety": safety,
+               "timing": {"rate_hz": cfg.rate_hz, **timing.summary()}, "wall_s": wall, "out": str(out)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"\n  summary   {out / 'summary.json'}  (total {summary['wall_s']} s)")
-    print("\nNot there yet:")
-    for line in NOT_YET:
-        print(f"  - {line}")
+    print("\nSummary")
+    _print_rows([("demos", f"{episodes} scripted episodes, expert success {sim['expert_success_rate']:.2f}"),
+                 ("training", f"{run['steps']} steps, {run['train_time_s'] / 60:.1f} min"),
+                 ("success", f"{ev['success_rate']:.2f} over {ev['episodes']} held-out episodes "
+                             f"(95% CI {ev['ci95'][0]:.2f}-{ev['ci95'][1]:.2f})"),
+                 ("latency", f"{ev['latency_ms_p50']:.1f} ms p50 per chunk"),
+                 ("videos", f"{sim['video']}, {out / 'train' / 'videos'}"),
+                 ("plots", f"{run['curves']}, {out / 'safety_joint1.png'}"),
+                 ("summary", f"{out / 'summary.json'} (total {wall:.0f} s)")])
     if cfg.json:
         print(json.dumps(summary))
     ok = sim["expert_success_rate"] > 0 and not sim["dataset_problems"] and safety["executed_within_joint_limits"]

@@ -54,8 +54,8 @@ def run_eval(cfg: EvalConfig) -> int:
                           "seeds (e.g. --seed 100000)")
     if cfg.sampler is not None or cfg.sampling_steps is not None:
         policy.set_sampler(cfg.sampler or policy.config.sampler, cfg.sampling_steps)
-    base = Path(cfg.checkpoint)
-    out = cfg.out if cfg.out is not None else base / f"eval-{datetime.now():%Y%m%d-%H%M%S}"
+    # beside the policy folder, never inside it: saving a policy replaces its whole folder
+    out = cfg.out if cfg.out is not None else policy_dir.parent / f"eval-{datetime.now():%Y%m%d-%H%M%S}"
     out.mkdir(parents=True, exist_ok=True)
     results = evaluate(policy, task, seeds, robot=robot, video_dir=out if cfg.videos else None, videos=cfg.videos,
                        progress=not cfg.json)

@@ -193,6 +193,8 @@ class DiffusionPolicy(nn.Module):
 
     def compute_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """DDPM epsilon-prediction MSE on a batch (see the module docstring for its keys)."""
+        if "action" not in batch:
+            raise SpecMismatchError.expected("training batch", "an 'action' key", f"keys {sorted(batch)}")
         actions = self.normalizer.normalize("action", batch["action"])
         if actions.shape[1:] != (self.config.Tp, self.action_dim):
             raise SpecMismatchError.expected("batch action shape", ("B", self.config.Tp, self.action_dim),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 
 from robot_learning.errors import ConfigError
@@ -66,6 +67,19 @@ class Sampler:
                                                          lower_order_final=True, final_sigmas_type="zero")
         self.scheduler.set_timesteps(steps)
         self.nfe = len(self.scheduler.timesteps)
+        alphas = self.scheduler.alphas_cumprod.double().numpy()
+        self._log_sigmas = np.log(np.sqrt((1.0 - alphas) / alphas))   # increasing with the timestep
+
+    def model_timesteps(self) -> list[float]:
+        """The timestep the network is told at each step. For ``edm`` the solver's noise levels
+        fall between training steps: the continuous timestep with that noise level
+        (interpolated in log sigma), not the scheduler's integer one."""
+        sch = self.scheduler
+        if self.kind != "edm":
+            return [float(t) for t in sch.timesteps]
+        sig = np.asarray(sch.sigmas[:len(sch.timesteps)], dtype=np.float64)
+        t = np.interp(np.log(sig), self._log_sigmas, np.arange(len(self._log_sigmas)))
+        return [round(float(v), 6) for v in t]
 
     def __repr__(self) -> str:
         return f"Sampler({self.kind}, steps={self.steps})"
@@ -80,8 +94,8 @@ class Sampler:
         x = x * getattr(sch, "init_noise_sigma", 1.0)
         b = shape[0]
         kwargs = {"generator": generator} if self.kind == "ddpm" else {}
-        for t in sch.timesteps:
+        for t, t_model in zip(sch.timesteps, self.model_timesteps()):
             x_in = sch.scale_model_input(x, t)
-            eps = denoise(x_in, torch.full((b,), float(t), device=device, dtype=torch.float32))
+            eps = denoise(x_in, torch.full((b,), t_model, device=device, dtype=torch.float32))
             x = sch.step(eps.to(x.dtype), t, x, **kwargs).prev_sample
         return x

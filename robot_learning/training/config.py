@@ -24,8 +24,9 @@ class TrainConfig:
     policy: Literal["diffusion"] = "diffusion"
     """Policy family."""
     obs: str = "state"
-    """What the policy sees, comma-separated: state (every state feature, sim object state included), rgb (every
-    camera), depth, tactile, or feature names, e.g. state,wrist_rgb or joint_pos_rad,front_rgb."""
+    """What the policy sees, comma-separated: state (every state feature, sim object state included), proprio (the
+    robot's own state only), rgb (every camera), depth, tactile, or feature names, e.g. state, proprio,rgb or
+    proprio,wrist_rgb."""
     size: Literal["cpu", "paper"] = "cpu"
     """Network size: cpu (U-Net 64-128-256, ResNet width 32) or paper (U-Net 256-512-1024, 512-1024-2048 with
     images; ResNet-18 width 64)."""
@@ -91,11 +92,17 @@ class TrainConfig:
         return self.steps if self.steps is not None else (None if self.minutes is not None else 5000)
 
 
-def select_features(obs: str, available: FeatureSet) -> FeatureSet:
-    """The features ``--obs`` names, in the dataset's order (aliases expand by kind)."""
+def select_features(obs: str, available: FeatureSet, proprio: FeatureSet = FeatureSet()) -> FeatureSet:
+    """The features ``--obs`` names, in the dataset's order (aliases expand by kind; ``proprio`` is
+    the robot stream's state)."""
     wanted: set[str] = set()
     for tok in (t.strip() for t in obs.split(",") if t.strip()):
-        if tok in OBS_ALIASES:
+        if tok == "proprio":
+            if not len(proprio):
+                raise ConfigError.expected("--obs proprio", "a dataset with a robot state stream",
+                                           f"features {list(available.names)}")
+            wanted.update(proprio.names)
+        elif tok in OBS_ALIASES:
             hits = [s.name for s in available if s.kind is OBS_ALIASES[tok]]
             if not hits:
                 raise ConfigError.expected(f"--obs {tok}", f"a dataset with {tok} features",
@@ -104,6 +111,6 @@ def select_features(obs: str, available: FeatureSet) -> FeatureSet:
         elif tok in available:
             wanted.add(tok)
         else:
-            raise ConfigError.expected("--obs entry", f"one of {sorted(OBS_ALIASES)} or a feature of "
+            raise ConfigError.expected("--obs entry", f"one of {sorted([*OBS_ALIASES, 'proprio'])} or a feature of "
                                        f"{list(available.names)}", repr(tok))
     return FeatureSet(s for s in available if s.name in wanted and s.kind is not FeatureKind.LANGUAGE)

@@ -31,6 +31,7 @@ from robot_learning.errors import ConfigError
 from robot_learning.training.config import TrainConfig, select_features
 
 SPEED_PROBE_STEPS = 30
+LOG_EVERY = 50
 
 
 def _device(name: str) -> torch.device:
@@ -72,14 +73,16 @@ def prepare(cfg: TrainConfig, device: torch.device):
         raise ConfigError(f"--dataset {cfg.dataset}: no committed episodes")
     schema = store.schema
     available = FeatureSet(s for st in schema.streams for s in st.features)
-    features = select_features(cfg.obs, available)
+    robot_stream = [st for st in schema.streams if st.name == "robot"]
+    proprio = robot_stream[0].features.of_kind(FeatureKind.STATE) if robot_stream else FeatureSet()
+    features = select_features(cfg.obs, available, proprio)
     has_images = any(s.kind in (FeatureKind.RGB, FeatureKind.DEPTH) for s in features)
     dcfg = diffusion_config(cfg, has_images)
     sampler = WindowSampler(store, list(features.names), To=dcfg.To, Tp=dcfg.Tp, Ta=dcfg.Ta)
     stats = sampler.output_stats(load_stats(store))
     normalizer = Normalizer(normalizer_modes(dcfg, features), stats)
     period_ns = int(round(1e9 / schema.control_rate_hz))
-    robot = dict(schema.robot) if isinstance(schema.robot, dict) else {}
+    robot = {str(k): v for k, v in dict(schema.robot or {}).items()}
     meta = {"dataset": str(cfg.dataset), "episodes": len(store.episodes), "robot": robot,
             "train_seeds": sorted(int(e.seed) for e in store.episodes if e.seed is not None)}
     policy = DiffusionPolicy(dcfg, features, schema.action_features, normalizer, period_ns, meta).to(device)
@@ -204,6 +207,17 @@ def train(cfg: TrainConfig) -> dict:
                             "latency_ms_p90": res["latency_ms_p90"], "mean_max_coverage": res.get("mean_max_coverage")})
         return res
 
+    def log_row() -> None:
+        nonlocal losses, last_log, t_last_log
+        sps = cfg.batch_size * (step - last_log) / max(1e-9, train_time - t_last_log)
+        row = {"step": step, "loss": round(float(np.mean(losses)), 6), "lr": sched.get_last_lr()[0],
+               "samples_per_s": round(sps, 1), "train_time_s": round(train_time, 2),
+               "wall_s": round(wall_before + time.perf_counter() - wall0, 2)}
+        train_log.write(row)
+        if bar is not None:
+            bar.set_postfix(loss=f"{row['loss']:.4f}", samples_s=f"{sps:.0f}", lr=f"{row['lr']:.1e}")
+        losses, last_log, t_last_log = [], step, train_time
+
     bar = None
     if cfg.progress:
         from tqdm import tqdm
@@ -246,15 +260,8 @@ def train(cfg: TrainConfig) -> dict:
                         bar.total = total[0]
             if bar is not None:
                 bar.update(1)
-            if step - last_log >= 50 or step == total[0]:
-                sps = cfg.batch_size * (step - last_log) / max(1e-9, train_time - t_last_log)
-                row = {"step": step, "loss": round(float(np.mean(losses)), 6), "lr": sched.get_last_lr()[0],
-                       "samples_per_s": round(sps, 1), "train_time_s": round(train_time, 2),
-                       "wall_s": round(wall_before + time.perf_counter() - wall0, 2)}
-                train_log.write(row)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{row['loss']:.4f}", samples_s=f"{sps:.0f}", lr=f"{row['lr']:.1e}")
-                losses, last_log, t_last_log = [], step, train_time
+            if step - last_log >= LOG_EVERY or step == total[0] or (budget_s is not None and train_time >= budget_s):
+                log_row()
             if cfg.eval_every and step % cfg.eval_every == 0 and step < total[0]:
                 last_eval = evaluate_now(cfg.eval_episodes, final=False)
                 if bar is not None and last_eval:
@@ -268,6 +275,8 @@ def train(cfg: TrainConfig) -> dict:
     finally:
         if bar is not None:
             bar.close()
+    if losses:
+        log_row()
     checkpoint()
     if interrupted:
         train_log.close()
