@@ -14,14 +14,14 @@ from robot_learning.errors import ConfigError
 class DemoConfig:
     """Run the main job on the embedded default (MuJoCo twin): record scripted demos through the control runtime,
     train a diffusion policy, evaluate it on held-out seeds, then the safety filter and watchdog under injected
-    faults and loop timing. About 17 minutes on 2 CPU cores; --quick is the CI-sized run (~1 minute)."""
+    faults and loop timing. About 18 minutes on 2 CPU cores; --quick is the CI-sized run (~1 minute)."""
 
     quick: bool = False
     """CI-sized run (4 demos, 20 training steps, 2 evaluation episodes, shorter safety and timing runs)."""
     demos: int | None = None
     """Scripted demonstrations to record (default 100; 4 with --quick)."""
     train_minutes: float | None = None
-    """Training time budget in minutes (default 12; --quick trains 20 steps)."""
+    """Training time budget in minutes (default 15; --quick trains 20 steps)."""
     train_steps: int | None = None
     """Training step budget instead of (or with) the time budget."""
     eval_episodes: int | None = None

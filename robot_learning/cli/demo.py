@@ -41,7 +41,7 @@ def run_demo(cfg: DemoConfig) -> int:
 
     duration_s = cfg.duration_s if cfg.duration_s is not None else (4.0 if cfg.quick else 10.0)
     episodes = cfg.demos if cfg.demos is not None else (4 if cfg.quick else 100)
-    minutes = cfg.train_minutes if cfg.train_minutes is not None else (None if cfg.quick else 12.0)
+    minutes = cfg.train_minutes if cfg.train_minutes is not None else (None if cfg.quick else 15.0)
     eval_episodes = cfg.eval_episodes if cfg.eval_episodes is not None else (2 if cfg.quick else 50)
     out = cfg.out if cfg.out is not None else Path("runs") / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
     out.mkdir(parents=True, exist_ok=True)
