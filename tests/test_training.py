@@ -211,7 +211,7 @@ def test_training_lowers_the_loss(dataset, tmp_path):
     assert all(math.isfinite(x) for x in loss)
     assert loss[-1] < 0.5 * loss[0], loss
     lr = [float(r["lr"]) for r in rows]
-    assert 0 < lr[1] < lr[0] <= 1e-3 and lr[2] < 1e-9   # cosine decay to 0 at the last step
+    assert 0 < lr[1] < lr[0] <= 1e-3 and lr[2] < 1e-6   # cosine decay to ~0 by the last step
 
 
 def _tensors(path):

@@ -80,7 +80,7 @@ def run_demo(cfg: DemoConfig) -> int:
                              f"{ev['ci95'][0]:.2f}-{ev['ci95'][1]:.2f})"),
                  ("latency", f"p50 {ev['latency_ms_p50']:.1f} ms, p90 {ev['latency_ms_p90']:.1f} ms per chunk of 8 "
                              "actions (DDIM-10)"),
-                 ("videos", ", ".join(ev["videos"]))])
+                 ("videos", f"{Path(ev['videos'][0]).parent} ({len(ev['videos'])} rollouts)" if ev["videos"] else "none")])
 
     print(f"\n[4/5] safety: faulty trajectory on the Panda twin, {cfg.rate_hz:g} Hz for {duration_s:g} s of sim time")
     env = SimEnv(SimEnvConfig(task="lift", robot="panda", object_state=False))

@@ -59,12 +59,14 @@ def plot_curves(run_dir: Path, title: str) -> Path:
         sr = [float(r["success_rate"]) for r in evals]
         lo = [float(r["ci95_lo"]) for r in evals]
         hi = [float(r["ci95_hi"]) for r in evals]
-        b.plot(steps, sr, "o-", label="success rate")
-        b.fill_between(steps, lo, hi, alpha=0.2, label="95% CI")
+        err = [[max(0.0, v - l) for v, l in zip(sr, lo)], [max(0.0, h - v) for v, h in zip(sr, hi)]]
+        b.errorbar(steps, sr, yerr=err, fmt="o-", capsize=4, label="success rate (95% CI)")
         cov = [float(r["mean_max_coverage"]) for r in evals if r.get("mean_max_coverage")]
         if len(cov) == len(steps):
             b.plot(steps, cov, "s--", label="mean max coverage")
         b.legend(loc="lower right")
+    if train:
+        b.set_xlim(a.get_xlim())
     b.set(xlabel="step", ylabel="rate", ylim=(-0.02, 1.02), title="sim evaluation (held-out seeds)")
     b.grid(alpha=0.3)
     fig.suptitle(title)

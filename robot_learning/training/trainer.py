@@ -10,8 +10,8 @@ Run layout (``--out``)::
     curves.png          loss and success curves               videos/        rollout videos
     summary.json        the final figures
 
-Budget: ``--steps`` and/or ``--minutes`` (optimisation time). With only a time budget the cosine
-schedule's length is estimated from the speed measured over the first steps, then fixed.
+Budget: ``--steps`` and/or ``--minutes`` (optimisation time). The cosine schedule follows the
+larger of the two fractions used, so a time budget decays the learning rate to 0 on time.
 Ctrl-C writes a checkpoint and the policy, then stops; ``--resume`` continues from it.
 """
 
@@ -30,7 +30,6 @@ import torch
 from robot_learning.errors import ConfigError
 from robot_learning.training.config import TrainConfig, select_features
 
-SPEED_PROBE_STEPS = 30
 LOG_EVERY = 50
 
 
@@ -121,15 +120,12 @@ def run_eval(policy, cfg: TrainConfig, meta: dict, episodes: int, video_dir: Pat
     return {"task": task, **summarize(res)}
 
 
-def lr_lambda(warmup: int, total: list[int]):
-    """Linear warm-up then cosine decay to 0 over ``total[0]`` steps (a list: fixed later when only
-    a time budget was given)."""
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / max(1, warmup)
-        span = max(1, total[0] - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / span)))
-    return f
+def lr_factor(step: int, warmup: int, progress: float) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to 0 as ``progress`` (the larger of
+    the step and the time budget fractions used) goes from 0 to 1."""
+    if step < warmup:
+        return (step + 1) / max(1, warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress))))
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -162,8 +158,7 @@ def train(cfg: TrainConfig) -> dict:
     ema = EMA(policy)
     gen = torch.Generator().manual_seed(cfg.seed)
     step, train_time, wall_before = 0, 0.0, 0.0
-    total = [cfg.step_budget or 10**9]
-    fixed_total = cfg.step_budget is not None
+    total_steps = cfg.step_budget
     if cfg.resume:
         info, tensors = load_train_state(out / "checkpoint")
         saved = info.get("config", {})
@@ -179,11 +174,6 @@ def train(cfg: TrainConfig) -> dict:
         gen.set_state(tensors["rng"]["batch_generator"])
         step, train_time, wall_before = int(info["step"]), float(info["train_time_s"]), float(info["wall_s"])
         ema.step = int(info["ema_step"])
-        total = [int(info["total_steps"])]
-        fixed_total = bool(info["total_fixed"])
-        if cfg.steps is not None:
-            total, fixed_total = [cfg.steps], True
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.warmup_steps, total), last_epoch=step - 1)
     (out / "train_config.json").write_text(json.dumps(_config_json(cfg), indent=2))
     train_log = CsvLog(out / "train_log.csv", TRAIN_FIELDS, truncate_after_step=step)
     eval_log = CsvLog(out / "eval_log.csv", EVAL_FIELDS, truncate_after_step=step)
@@ -191,8 +181,23 @@ def train(cfg: TrainConfig) -> dict:
     wall0 = time.perf_counter()
     budget_s = cfg.minutes * 60 if cfg.minutes is not None else None
 
+    def progress() -> float:
+        """Fraction of the budget used: the larger of the step and the time fractions."""
+        p = 0.0
+        if total_steps is not None:
+            p = max(p, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
+        if budget_s is not None:
+            p = max(p, train_time / budget_s)
+        return p
+
+    def set_lr() -> float:
+        lr = cfg.lr * lr_factor(step, cfg.warmup_steps, progress())
+        for g in opt.param_groups:
+            g["lr"] = lr
+        return lr
+
     def checkpoint() -> None:
-        info = {"step": step, "total_steps": total[0], "total_fixed": fixed_total, "train_time_s": train_time,
+        info = {"step": step, "train_time_s": train_time,
                 "wall_s": wall_before + time.perf_counter() - wall0, "ema_step": ema.step, "config": _config_json(cfg)}
         save_train_state(out / "checkpoint", policy, ema.averaged, opt, gen, info)
         ema.averaged.save(out / "policy", {"train_step": step, "train_time_s": round(train_time, 1)})
@@ -210,30 +215,32 @@ def train(cfg: TrainConfig) -> dict:
     def log_row() -> None:
         nonlocal losses, last_log, t_last_log
         sps = cfg.batch_size * (step - last_log) / max(1e-9, train_time - t_last_log)
-        row = {"step": step, "loss": round(float(np.mean(losses)), 6), "lr": sched.get_last_lr()[0],
+        row = {"step": step, "loss": round(float(np.mean(losses)), 6), "lr": opt.param_groups[0]["lr"],
                "samples_per_s": round(sps, 1), "train_time_s": round(train_time, 2),
                "wall_s": round(wall_before + time.perf_counter() - wall0, 2)}
         train_log.write(row)
         if bar is not None:
-            bar.set_postfix(loss=f"{row['loss']:.4f}", samples_s=f"{sps:.0f}", lr=f"{row['lr']:.1e}")
+            bar.set_postfix(step=step, loss=f"{row['loss']:.4f}", samples_s=f"{sps:.0f}", lr=f"{row['lr']:.1e}")
         losses, last_log, t_last_log = [], step, train_time
 
-    bar = None
-    if cfg.progress:
-        from tqdm import tqdm
-        bar = tqdm(total=None if not fixed_total else total[0], initial=step, unit="step", dynamic_ncols=True,
-                   desc=f"train {policy.kind}")
-    last_ckpt, last_log, interrupted, last_eval = time.perf_counter(), step, False, {}
-    losses: list[float] = []
-    t_probe, t_last_log = None, train_time
     print(f"train: {len(data)} windows from {len(store.episodes)} episodes ({data.nbytes / 2**20:.1f} MiB in memory, "
           f"loaded in {load_s:.1f} s), obs {list(policy.observation_features.names)}, "
           f"{policy.num_parameters() / 1e6:.2f}M parameters, device {device}, {torch.get_num_threads()} threads",
           flush=True)
+    bar = None
+    if cfg.progress:   # over steps with a step budget, else over the seconds of the time budget
+        from tqdm import tqdm
+        by_steps = total_steps is not None
+        bar = tqdm(total=total_steps if by_steps else int(budget_s), initial=step if by_steps else int(train_time),
+                   unit="step" if by_steps else "s", dynamic_ncols=True, desc=f"train {policy.kind}")
+    last_ckpt, last_log, interrupted, last_eval = time.perf_counter(), step, False, {}
+    losses: list[float] = []
+    t_last_log = train_time
     policy.train()
     try:
-        while step < total[0] and (budget_s is None or train_time < budget_s):
+        while (total_steps is None or step < total_steps) and (budget_s is None or train_time < budget_s):
             t0 = time.perf_counter()
+            set_lr()
             idx = torch.randint(0, len(data), (cfg.batch_size,), generator=gen)
             batch = data.batch(idx)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
@@ -243,26 +250,16 @@ def train(cfg: TrainConfig) -> dict:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sched.step()
             ema.update(policy)
             step += 1
             dt = time.perf_counter() - t0
             train_time += dt
             losses.append(loss.item())
-            if not fixed_total and budget_s is not None:
-                if step == SPEED_PROBE_STEPS + 1:
-                    t_probe = (train_time, step)
-                elif t_probe is not None and step == 2 * SPEED_PROBE_STEPS + 1:
-                    per_step = (train_time - t_probe[0]) / (step - t_probe[1])
-                    total[0] = step + int((budget_s - train_time) / per_step)
-                    fixed_total = True
-                    if bar is not None:
-                        bar.total = total[0]
             if bar is not None:
-                bar.update(1)
-            if step - last_log >= LOG_EVERY or step == total[0] or (budget_s is not None and train_time >= budget_s):
+                bar.update(1 if by_steps else min(dt, bar.total - bar.n))
+            if step - last_log >= LOG_EVERY or step == total_steps or (budget_s is not None and train_time >= budget_s):
                 log_row()
-            if cfg.eval_every and step % cfg.eval_every == 0 and step < total[0]:
+            if cfg.eval_every and step % cfg.eval_every == 0 and step != total_steps:
                 last_eval = evaluate_now(cfg.eval_episodes, final=False)
                 if bar is not None and last_eval:
                     bar.write(f"step {step}: success {last_eval['success_rate']:.2f} over {last_eval['episodes']} "
