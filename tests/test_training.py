@@ -243,3 +243,35 @@ def test_resume_gives_the_same_weights_as_one_run(dataset, tmp_path):
     assert any(not torch.equal(after2[k], final[k]) for k in final)   # steps 3-4 did change the weights
     for run in (straight, split):
         assert json.loads((run / "checkpoint" / "state.json").read_text())["step"] == 4
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes(dataset, tmp_path):
+    """SIGINT in the middle of training: exit 130, checkpoint + policy written, --resume continues."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "robot_learning", "train", "--dataset", str(dataset), "--out", str(run),
+            "--steps", "100000", "--batch-size", "8", "--eval-episodes", "0", "--no-progress", "--threads", "1"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", MUJOCO_GL="egl")
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    log = run / "train_log.csv"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (log.exists() and len(read_csv(log)) >= 1):
+        time.sleep(0.2)
+    assert log.exists(), proc.communicate(timeout=10)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "continue with --resume" in out
+    state = json.loads((run / "checkpoint" / "state.json").read_text())
+    assert state["step"] >= 50
+    meta = json.loads((run / "policy" / "config.json").read_text())["meta"]
+    assert meta["train_step"] == state["step"]
+    resumed = subprocess.run([*args[:9], str(state["step"] + 2), *args[10:], "--resume"], capture_output=True,
+                             text=True, env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((run / "summary.json").read_text())["steps"] == state["step"] + 2
