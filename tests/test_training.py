@@ -275,3 +275,26 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(dataset, tmp_path):
                              text=True, env=env, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((run / "summary.json").read_text())["steps"] == state["step"] + 2
+
+
+def test_depth_and_transformer_train_and_evaluate(tmp_path):
+    """A wrist depth camera recorded, trained on by the transformer denoiser for 2 steps, and the
+    policy evaluated for 1 episode in a sim env built with the depth camera it needs."""
+    env = SimEnv(SimEnvConfig(task="lift", cameras=("wrist",), image_size=64, depth=True, object_state=True,
+                              camera_fps=None))
+    try:
+        schema = schema_for(env.robot.state_features, env.sensors, env.robot.action_features,
+                            env.task.config.control_rate_hz, {"name": "panda", "kind": "sim", "task": "lift"})
+        rec = Recorder(EpisodeStore.create(tmp_path / "depth.zarr", schema), env.sensors)
+        record_expert_episodes(env, rec, (0,), keep_failures=True)
+        rec.shutdown()
+    finally:
+        env.close()
+    summary = train(TrainConfig(dataset=tmp_path / "depth.zarr", out=tmp_path / "run", obs="proprio,depth",
+                                denoiser="transformer", steps=2, batch_size=4, eval_episodes=1, videos=0,
+                                progress=False))
+    assert summary["steps"] == 2 and summary["eval"]["episodes"] == 1
+    cfg = json.loads((tmp_path / "run" / "policy" / "config.json").read_text())["config"]
+    assert cfg["diffusion"]["denoiser"] == "transformer"
+    kinds = {f["name"]: f["kind"] for f in cfg["observation_features"]}
+    assert kinds["wrist_rgb_depth"] == "depth" and "wrist_rgb" not in kinds

@@ -36,13 +36,17 @@ def env_config_for(features: FeatureSet, task: str, robot: str):
     """A ``SimEnvConfig`` whose observation holds ``features`` (the sensors a policy was trained on)."""
     from robot_learning.sim.env import SimEnvConfig
 
+    def camera_of(name: str) -> str:   # sim cameras are named <camera>_rgb, their depth <camera>_rgb_depth
+        name = name[:-len("_depth")] if name.endswith("_depth") else name
+        return name[:-len("_rgb")] if name.endswith("_rgb") else name
+
     cameras, sizes, depth, tactile = [], set(), False, False
     for s in features:
-        if s.kind is FeatureKind.RGB:
-            cameras.append(s.name[:-len("_rgb")] if s.name.endswith("_rgb") else s.name)
+        if s.kind in (FeatureKind.RGB, FeatureKind.DEPTH):
+            if camera_of(s.name) not in cameras:
+                cameras.append(camera_of(s.name))
             sizes.add(s.shape[0])
-        elif s.kind is FeatureKind.DEPTH:
-            depth = True
+            depth = depth or s.kind is FeatureKind.DEPTH
         elif s.kind is FeatureKind.TACTILE:
             tactile = True
     if len(sizes) > 1:
