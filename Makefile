@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export MUJOCO_GL ?= egl
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install system-deps test test-all demo bench clean
+.PHONY: install system-deps test test-all demo bench bench-learning clean
 
 install: system-deps $(STAMP)
 
@@ -46,13 +46,20 @@ test-all: install
 demo: install
 	$(BIN)/robot-learning demo
 
-# Every benchmark, one after the other (~6 min on 2 cores); results land in bench/results/ and the
-# figures worth keeping go into docs/benchmarks.md with the date and machine.
+# Every speed benchmark, one after the other (~12 min on 2 cores); results land in bench/results/ and
+# the figures worth keeping go into docs/benchmarks.md with the date and machine. The learning
+# results (record, train, evaluate: 18-35 min each) are `make bench-learning`.
 bench: install
 	$(BIN)/python bench/runtime_jitter.py
 	$(BIN)/python bench/sim.py
 	$(BIN)/python bench/recorder.py
 	$(BIN)/python bench/loader.py
+	$(BIN)/python bench/policy.py
+
+bench-learning: install
+	$(BIN)/python bench/learning.py --recipe lift_state
+	$(BIN)/python bench/learning.py --recipe push_t_state
+	$(BIN)/python bench/learning.py --recipe lift_image
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

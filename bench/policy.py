@@ -46,6 +46,7 @@ from robot_learning.training.ema import EMA  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SAMPLERS = (("ddpm", 100), ("ddim", 10), ("edm", 3))
+KINDS = SAMPLERS   # the samplers timed (--samplers)
 
 
 def pct(xs, q):
@@ -127,7 +128,10 @@ def lift_section(name: str, obs: str, dataset: Path, runs: int, train_steps: int
     observations = [env.reset(1000 + k) for k in range(4)]
     env.close()
     policy.eval()
-    lat = bench_latency(policy, observations, runs)
+    lat = bench_latency(policy, observations, runs, kinds=KINDS)
+    if train_steps <= 0:
+        return {"params": policy.num_parameters(), "obs": list(policy.observation_features.names),
+                "inference_chunk": lat}
     data = DenseWindows(sampler)
     gen = torch.Generator().manual_seed(0)
     tr = bench_train(policy, lambda b: data.batch(torch.randint(0, len(data), (b,), generator=gen)), batch, train_steps)
@@ -162,7 +166,9 @@ def synthetic_section(name: str, image: bool, runs: int, train_steps: int, batch
         return Observation(k * 100_000_000, policy.observation_features, vals, {n: k * 100_000_000 for n in vals})
 
     policy.eval()
-    lat = bench_latency(policy, [obs(k) for k in range(4)], runs, kinds=(("ddpm", 100), ("ddim", 10)))
+    lat = bench_latency(policy, [obs(k) for k in range(4)], runs, kinds=KINDS)
+    if train_steps <= 0:
+        return {"params": policy.num_parameters(), "inference_chunk": lat}
 
     def make_batch(b):
         out = {"action": torch.rand(b, 16, 2) * 2 - 1}
@@ -189,13 +195,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="few repetitions (smoke run)")
     ap.add_argument("--runs", type=int, default=10, help="timed inferences per sampler (DDPM-100: a quarter)")
-    ap.add_argument("--train-steps", type=int, default=10)
+    ap.add_argument("--train-steps", type=int, default=10, help="timed training steps (0: inference only)")
+    ap.add_argument("--samplers", default="ddpm,ddim,edm", help="samplers to time")
     ap.add_argument("--episodes", type=int, default=10, help="lift episodes recorded for the lift configurations")
     ap.add_argument("--only", default="lift_state,lift_image,pusht_image_paper,pusht_state_paper")
     ap.add_argument("--lerobot-python", default=None, help="LeRobot venv python, to run its harness in the same run")
     ap.add_argument("--lerobot-bench", default=None, help="path of LeRobot's bench_lerobot.py")
     args = ap.parse_args()
-    runs, steps = (3, 3) if args.quick else (args.runs, args.train_steps)
+    runs, steps = (3, min(3, args.train_steps)) if args.quick else (args.runs, args.train_steps)
+    global KINDS
+    KINDS = tuple(k for k in SAMPLERS if k[0] in args.samplers.split(","))
     RESULTS.mkdir(parents=True, exist_ok=True)
     dataset = RESULTS / "policy_lift.zarr"
     if not (dataset / "zarr.json").exists():
@@ -210,7 +219,7 @@ def main() -> None:
     if "lift_image" in only:
         res["lift_image"] = lift_section("lift_image", "proprio,rgb", dataset, runs, steps, 64)
     if "pusht_image_paper" in only:
-        res["pusht_image_paper"] = synthetic_section("pusht_image_paper", True, max(2, runs // 2), max(3, steps // 2), 64)
+        res["pusht_image_paper"] = synthetic_section("pusht_image_paper", True, max(2, runs // 2), steps and max(3, steps // 2), 64)
     if "pusht_state_paper" in only:
         res["pusht_state_paper"] = synthetic_section("pusht_state_paper", False, runs, steps, 64)
     if args.lerobot_python and args.lerobot_bench:

@@ -5,8 +5,14 @@ Diffusion Policy. One trained network can then be sampled three ways (diffusers 
 
 - ``ddpm``: ancestral DDPM over all training steps (100): the reference, slowest;
 - ``ddim``: deterministic DDIM over ``steps`` (~10) of them;
-- ``edm``: few-step (~3) sampling on the Karras/EDM noise-level schedule with DPM-Solver++(2M)
-  in the sigma parameterisation of the same DDPM model (x / sqrt(alpha_bar) = x0 + sigma * eps).
+- ``edm``: few-step (~3) sampling of the same DDPM model in its sigma parameterisation
+  (x / sqrt(alpha_bar) = x0 + sigma * eps): Karras/EDM noise levels (rho 7) from
+  ``EDM_SIGMA_MAX`` = 80 down to the model's smallest, DPM-Solver++(2M) steps, and the clean
+  estimate clipped to [-1, 1] like DDPM/DDIM's ``clip_sample``. The noise levels fall between
+  training steps, so the network is told the continuous timestep of each (interpolated in log
+  sigma). Starting at the model's own largest level (~2000 for squared-cosine betas) instead
+  made 3-step samples diverge on a trained policy; this sampler is written here rather than
+  taken from diffusers for that cap.
 
 ``Sampler.sample(denoise, shape, generator)`` starts from Gaussian noise and returns the final
 (normalised) sample; ``denoise(x, t)`` maps a noisy batch and a (B,) timestep tensor to the
@@ -15,6 +21,7 @@ predicted noise.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
@@ -24,6 +31,8 @@ from robot_learning.errors import ConfigError
 
 SAMPLERS = ("ddpm", "ddim", "edm")
 DEFAULT_STEPS = {"ddpm": None, "ddim": 10, "edm": 3}   # None: every training step
+EDM_SIGMA_MAX = 80.0
+EDM_RHO = 7.0
 
 
 def _common(num_train_timesteps: int, beta_schedule: str, prediction_type: str) -> dict:
@@ -59,26 +68,27 @@ class Sampler:
             from diffusers import DDIMScheduler
 
             self.scheduler = DDIMScheduler(**common, clip_sample=clip_sample, set_alpha_to_one=True)
-        else:
-            from diffusers import DPMSolverMultistepScheduler
-
-            self.scheduler = DPMSolverMultistepScheduler(**common, use_karras_sigmas=True,
-                                                         algorithm_type="dpmsolver++", solver_order=2,
-                                                         lower_order_final=True, final_sigmas_type="zero")
-        self.scheduler.set_timesteps(steps)
-        self.nfe = len(self.scheduler.timesteps)
+        else:   # the training schedule, for its noise levels; the steps are ours (sample_edm)
+            self.scheduler = training_scheduler(num_train_timesteps, beta_schedule, prediction_type, clip_sample)
+        self.clip_sample = clip_sample
         alphas = self.scheduler.alphas_cumprod.double().numpy()
         self._log_sigmas = np.log(np.sqrt((1.0 - alphas) / alphas))   # increasing with the timestep
+        if kind == "edm":
+            lo, hi = float(np.exp(self._log_sigmas[0])), min(EDM_SIGMA_MAX, float(np.exp(self._log_sigmas[-1])))
+            ramp = np.linspace(0.0, 1.0, steps)
+            sig = (hi ** (1 / EDM_RHO) + ramp * (lo ** (1 / EDM_RHO) - hi ** (1 / EDM_RHO))) ** EDM_RHO
+            self.sigmas = np.append(sig, 0.0)
+            self.nfe = steps
+        else:
+            self.scheduler.set_timesteps(steps)
+            self.nfe = len(self.scheduler.timesteps)
 
     def model_timesteps(self) -> list[float]:
-        """The timestep the network is told at each step. For ``edm`` the solver's noise levels
-        fall between training steps: the continuous timestep with that noise level
-        (interpolated in log sigma), not the scheduler's integer one."""
-        sch = self.scheduler
+        """The timestep the network is told at each step: the scheduler's for ddpm/ddim; for
+        ``edm`` the continuous timestep of each noise level (interpolated in log sigma)."""
         if self.kind != "edm":
-            return [float(t) for t in sch.timesteps]
-        sig = np.asarray(sch.sigmas[:len(sch.timesteps)], dtype=np.float64)
-        t = np.interp(np.log(sig), self._log_sigmas, np.arange(len(self._log_sigmas)))
+            return [float(t) for t in self.scheduler.timesteps]
+        t = np.interp(np.log(self.sigmas[:-1]), self._log_sigmas, np.arange(len(self._log_sigmas)))
         return [round(float(v), 6) for v in t]
 
     def __repr__(self) -> str:
@@ -88,8 +98,10 @@ class Sampler:
     def sample(self, denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], shape: tuple[int, ...],
                generator: torch.Generator | None = None, device: torch.device | str = "cpu",
                dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        if self.kind == "edm":
+            return self._sample_edm(denoise, shape, generator, device, dtype)
         sch = self.scheduler
-        sch.set_timesteps(self.steps, device=device)   # resets multistep solver state
+        sch.set_timesteps(self.steps, device=device)
         x = torch.randn(shape, generator=generator, device=device, dtype=dtype)
         x = x * getattr(sch, "init_noise_sigma", 1.0)
         b = shape[0]
@@ -98,4 +110,29 @@ class Sampler:
             x_in = sch.scale_model_input(x, t)
             eps = denoise(x_in, torch.full((b,), t_model, device=device, dtype=torch.float32))
             x = sch.step(eps.to(x.dtype), t, x, **kwargs).prev_sample
+        return x
+
+    def _sample_edm(self, denoise, shape, generator, device, dtype) -> torch.Tensor:
+        """DPM-Solver++(2M) over ``self.sigmas`` in the variance-exploding form x = x0 + sigma * eps
+        (the network sees x / sqrt(1 + sigma^2), the variance-preserving input it was trained on)."""
+        b = shape[0]
+        sig = [float(v) for v in self.sigmas]
+        x = torch.randn(shape, generator=generator, device=device, dtype=dtype) * sig[0]
+        prev_x0, prev_h = None, None
+        for i, t_model in enumerate(self.model_timesteps()):
+            s, s_next = sig[i], sig[i + 1]
+            eps = denoise(x / math.sqrt(1.0 + s * s), torch.full((b,), t_model, device=device, dtype=torch.float32))
+            x0 = x - s * eps.to(dtype)
+            if self.clip_sample:
+                x0 = x0.clamp(-1.0, 1.0)
+            if s_next == 0.0:
+                x = x0
+                break
+            h = math.log(s / s_next)                       # step in log(1 / sigma)
+            d = x0
+            if prev_x0 is not None:                        # second order: extrapolate the clean estimate
+                r = prev_h / h
+                d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * prev_x0
+            x = (s_next / s) * x - math.expm1(-h) * d
+            prev_x0, prev_h = x0, h
         return x
