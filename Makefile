@@ -46,7 +46,8 @@ test-all: install
 demo: install
 	$(BIN)/robot-learning demo
 
-# Every speed benchmark, one after the other (~12 min on 2 cores); results land in bench/results/ and
+# Every speed benchmark, one after the other (about 6 min, plus about 5 min for bench/policy.py without the
+# LeRobot harness, on 2 cores); results land in bench/results/ and
 # the figures worth keeping go into docs/benchmarks.md with the date and machine. The learning
 # results (record, train, evaluate: 18-35 min each) are `make bench-learning`.
 bench: install

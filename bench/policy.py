@@ -54,20 +54,11 @@ def pct(xs, q):
 
 
 def record_lift(path: Path, episodes: int) -> None:
-    from robot_learning.datasets.recorder import Recorder, schema_for
-    from robot_learning.datasets.scripted import record_expert_episodes
-    from robot_learning.datasets.store import EpisodeStore
+    from robot_learning.datasets.scripted import record_sim_dataset
     from robot_learning.sim.env import SimEnv, SimEnvConfig
 
-    env = SimEnv(SimEnvConfig(task="lift", cameras=("front", "wrist"), image_size=96, camera_fps=30.0))
-    schema = schema_for(env.robot.state_features, env.sensors, env.robot.action_features,
-                        env.task.config.control_rate_hz, {"name": "panda", "kind": "sim", "task": "lift"})
-    rec = Recorder(EpisodeStore.create(path, schema), env.sensors)
-    try:
-        record_expert_episodes(env, rec, range(episodes))
-    finally:
-        rec.shutdown()
-        env.close()
+    with SimEnv(SimEnvConfig(task="lift", cameras=("front", "wrist"), image_size=96, camera_fps=30.0)) as env:
+        record_sim_dataset(env, path, range(episodes))
 
 
 def bench_latency(policy, observations, runs: int, kinds=SAMPLERS) -> dict:

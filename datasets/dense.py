@@ -26,12 +26,7 @@ class DenseWindows:
                  progress: bool = False, decode_batch: int = 256):
         s = sampler
         self.sampler, self.device = s, torch.device(device)
-        e, t = s._item_ep, s._item_tick
-        g0, L = s._ep_start[e][:, None], s._ep_len[e][:, None]
-        obs_rel = t[:, None] - s.To + 1 + np.arange(s.To)[None]
-        act_rel = t[:, None] - s.To + 1 + np.arange(s.Tp)[None]
-        obs_ticks = g0 + np.clip(obs_rel, 0, L - 1)
-        act_ticks = g0 + np.clip(act_rel, 0, L - 1)
+        obs_rel, act_rel, obs_ticks, act_ticks, L = s.window_ticks(np.arange(len(s)))
         self.n = len(s)
         total = 0
         self.tables: dict[str, torch.Tensor] = {}

@@ -3,11 +3,14 @@ the benchmarks and the tests use to turn sim episodes into a dataset."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterable
+from pathlib import Path
+from typing import Iterable, Iterator
 
-from robot_learning.datasets.recorder import Recorder
+from robot_learning.datasets.recorder import Recorder, schema_for
 from robot_learning.datasets.schema import EpisodeRecord
+from robot_learning.datasets.store import EpisodeStore
 from robot_learning.runtime.control import RunStats, Sink
 from robot_learning.runtime.sources import FunctionSource
 
@@ -41,3 +44,24 @@ def record_expert_episodes(env, recorder: Recorder, seeds: Iterable[int], *, exp
                                    seed=seed, operator_notes=notes)
         out.append(ScriptedEpisode(seed, success, rec, stats))
     return out
+
+
+@contextmanager
+def sim_dataset_recorder(env, path: str | Path) -> Iterator[Recorder]:
+    """A recorder into a new dataset at ``path`` with ``env``'s robot state, sensors and actions
+    (robot metadata: the sim model and task); shut down (everything committed) on exit."""
+    schema = schema_for(env.robot.state_features, env.sensors, env.robot.action_features,
+                        env.task.config.control_rate_hz,
+                        {"name": env.config.robot, "kind": "sim", "task": env.config.task})
+    recorder = Recorder(EpisodeStore.create(path, schema), env.sensors)
+    try:
+        yield recorder
+    finally:
+        recorder.shutdown()
+
+
+def record_sim_dataset(env, path: str | Path, seeds: Iterable[int], **kwargs) -> list[ScriptedEpisode]:
+    """A new dataset at ``path`` of ``env``'s scripted expert, one episode per seed
+    (``kwargs``: those of ``record_expert_episodes``)."""
+    with sim_dataset_recorder(env, path) as recorder:
+        return record_expert_episodes(env, recorder, seeds, **kwargs)

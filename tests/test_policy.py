@@ -18,9 +18,7 @@ from robot_learning.core.clock import FakeClock
 from robot_learning.core.features import FeatureKind, FeatureSet, FeatureSpec
 from robot_learning.core.frame import Action, Observation
 from robot_learning.datasets.dense import DenseWindows
-from robot_learning.datasets.recorder import Recorder, schema_for
 from robot_learning.datasets.sampler import WindowSampler
-from robot_learning.datasets.scripted import record_expert_episodes
 from robot_learning.datasets.stats import Normalizer, load_stats
 from robot_learning.datasets.store import EpisodeStore
 from robot_learning.errors import ConfigError, SpecMismatchError
@@ -31,32 +29,16 @@ from robot_learning.policies.diffusion import DiffusionConfig, DiffusionPolicy, 
 from robot_learning.policies.executor import ChunkExecutor
 from robot_learning.policies.nets.encoders import EncoderConfig
 from robot_learning.policies.samplers import Sampler, training_scheduler
-from robot_learning.sim.env import SimEnv, SimEnvConfig
+from robot_learning.sim.env import SimEnv
 from robot_learning.training.config import select_features
+from sim_recordings import LIFT_SEEDS as SEEDS, record_lift
 
-SEEDS = (0, 1, 2)   # recorded episodes
 # CPU-test sized networks: a 2-level U-Net and a 16-wide ResNet per camera
 TINY = dict(Tp=8, Ta=4, down_dims=(16, 32), step_embed_dim=16,
             encoder=EncoderConfig(image_width=16, image_kp=8, image_out_dim=16, tactile_out_dim=8))
 
 
 # --------------------------------------------------------------------------- shared dataset
-def record_lift(path, camera_fps=None):
-    """3 scripted lift episodes: state, object state, front + wrist cameras at 96 px, tactile."""
-    env = SimEnv(SimEnvConfig(task="lift", cameras=("front", "wrist"), image_size=96, tactile=True,
-                              object_state=True, camera_fps=camera_fps))
-    try:
-        schema = schema_for(env.robot.state_features, env.sensors, env.robot.action_features,
-                            env.task.config.control_rate_hz, {"name": "panda", "kind": "sim", "task": "lift"})
-        rec = Recorder(EpisodeStore.create(path, schema), env.sensors)
-        episodes = record_expert_episodes(env, rec, SEEDS, keep_failures=True)
-        rec.shutdown()
-    finally:
-        env.close()
-    assert all(e.record is not None for e in episodes)
-    return path
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     return EpisodeStore.open(record_lift(tmp_path_factory.mktemp("policy") / "lift.zarr"))

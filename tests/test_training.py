@@ -13,40 +13,20 @@ from torch import nn
 from robot_learning.cli.main import main
 from robot_learning.core.features import FeatureSet
 from robot_learning.datasets.dense import DenseWindows
-from robot_learning.datasets.recorder import Recorder, schema_for
 from robot_learning.datasets.sampler import WindowSampler
-from robot_learning.datasets.scripted import record_expert_episodes
 from robot_learning.datasets.store import EpisodeStore
 from robot_learning.errors import ConfigError
-from robot_learning.sim.env import SimEnv, SimEnvConfig
 from robot_learning.training.config import TrainConfig, select_features
 from robot_learning.training.ema import EMA
 from robot_learning.training.logs import read_csv
 from robot_learning.training.trainer import train
+from sim_recordings import LIFT_SEEDS as SEEDS, record_lift
 
-SEEDS = (0, 1, 2)   # recorded episodes
-
-
-def record_lift(path, camera_fps=30.0):
-    """3 scripted lift episodes: state, object state, front + wrist cameras at 96 px (30 Hz on
-    10 Hz ticks: image rows are not tick rows), tactile."""
-    env = SimEnv(SimEnvConfig(task="lift", cameras=("front", "wrist"), image_size=96, tactile=True,
-                              object_state=True, camera_fps=camera_fps))
-    try:
-        schema = schema_for(env.robot.state_features, env.sensors, env.robot.action_features,
-                            env.task.config.control_rate_hz, {"name": "panda", "kind": "sim", "task": "lift"})
-        rec = Recorder(EpisodeStore.create(path, schema), env.sensors)
-        episodes = record_expert_episodes(env, rec, SEEDS, keep_failures=True)
-        rec.shutdown()
-    finally:
-        env.close()
-    assert all(e.record is not None for e in episodes)
-    return path
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    return record_lift(tmp_path_factory.mktemp("training") / "lift.zarr")
+    return record_lift(tmp_path_factory.mktemp("training") / "lift.zarr", camera_fps=30.0)   # rows != ticks
 
 
 # --------------------------------------------------------------------------- dense batches
@@ -280,16 +260,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(dataset, tmp_path):
 def test_depth_and_transformer_train_and_evaluate(tmp_path):
     """A wrist depth camera recorded, trained on by the transformer denoiser for 2 steps, and the
     policy evaluated for 1 episode in a sim env built with the depth camera it needs."""
-    env = SimEnv(SimEnvConfig(task="lift", cameras=("wrist",), image_size=64, depth=True, object_state=True,
-                              camera_fps=None))
-    try:
-        schema = schema_for(env.robot.state_features, env.sensors, env.robot.action_features,
-                            env.task.config.control_rate_hz, {"name": "panda", "kind": "sim", "task": "lift"})
-        rec = Recorder(EpisodeStore.create(tmp_path / "depth.zarr", schema), env.sensors)
-        record_expert_episodes(env, rec, (0,), keep_failures=True)
-        rec.shutdown()
-    finally:
-        env.close()
+    record_lift(tmp_path / "depth.zarr", seeds=(0,), cameras=("wrist",), image_size=64, depth=True, tactile=False)
     summary = train(TrainConfig(dataset=tmp_path / "depth.zarr", out=tmp_path / "run", obs="proprio,depth",
                                 denoiser="transformer", steps=2, batch_size=4, eval_episodes=1, videos=0,
                                 progress=False))

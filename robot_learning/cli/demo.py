@@ -58,9 +58,11 @@ def run_demo(cfg: DemoConfig) -> int:
                  ("dataset", f"{sim['dataset']} ({episodes} episodes: state, front + wrist 96 px, taxels; {verdict})"),
                  ("video", f"{sim['video']} (first 2 episodes: front camera | wrist camera)")])
 
+    import torch
+
     budget = f"{minutes:g} min" if minutes is not None else f"{cfg.train_steps or 20} steps"
     print(f"\n[2/5] train: state-based diffusion policy (U-Net, DDPM, EMA) for {budget} on "
-          f"{__import__('torch').get_num_threads()} CPU threads", flush=True)
+          f"{torch.get_num_threads()} CPU threads", flush=True)
     tcfg = TrainConfig(dataset=out / "demos.zarr", out=out / "train", obs="state", minutes=minutes,
                        steps=cfg.train_steps if cfg.train_steps is not None else (20 if cfg.quick else None),
                        eval_episodes=eval_episodes, eval_seed=100_000 + cfg.seed, videos=3, seed=cfg.seed,

@@ -38,27 +38,23 @@ def run_sim_expert(task: str, robot: str, episodes: int, seed: int, video: Path,
                    size: int = 192, video_episodes: int | None = None, tactile: bool = True) -> dict:
     """Record ``episodes`` expert episodes (seeds from ``seed``) into ``dataset``; the first
     ``video_episodes`` (default all) are also filmed into ``video``."""
-    from robot_learning.datasets.recorder import Recorder, schema_for
-    from robot_learning.datasets.scripted import record_expert_episodes
+    from robot_learning.datasets.scripted import record_expert_episodes, sim_dataset_recorder
     from robot_learning.datasets.store import EpisodeStore
     from robot_learning.datasets.verify import verify
     from robot_learning.sim.env import SimEnv, SimEnvConfig
 
     env = SimEnv(SimEnvConfig(task=task, robot=robot, cameras=("front", "wrist"), image_size=size, camera_fps=30.0,
                                   tactile=tactile))
-    schema = schema_for(env.robot.state_features, env.sensors, env.robot.action_features,
-                        env.task.config.control_rate_hz, {"name": robot, "kind": "sim", "task": task})
-    recorder = Recorder(EpisodeStore.create(dataset, schema), env.sensors)
     try:
         filmed = episodes if video_episodes is None else min(episodes, video_episodes)
-        with VideoWriter(video, 30.0) as writer:
-            results = record_expert_episodes(env, recorder, range(seed, seed + filmed), keep_failures=True,
-                                             sinks=(VideoSink(writer, env.sensors[0], env.sensors[1]),),
-                                             notes="scripted expert (demo)")
-        results += record_expert_episodes(env, recorder, range(seed + filmed, seed + episodes), keep_failures=True,
-                                          notes="scripted expert (demo)")
+        with sim_dataset_recorder(env, dataset) as recorder:
+            with VideoWriter(video, 30.0) as writer:
+                results = record_expert_episodes(env, recorder, range(seed, seed + filmed), keep_failures=True,
+                                                 sinks=(VideoSink(writer, env.sensors[0], env.sensors[1]),),
+                                                 notes="scripted expert (demo)")
+            results += record_expert_episodes(env, recorder, range(seed + filmed, seed + episodes),
+                                              keep_failures=True, notes="scripted expert (demo)")
     finally:
-        recorder.shutdown()
         env.close()
     wins = sum(r.success for r in results)
     return {"task": task, "robot": robot, "episodes": episodes, "seed": seed, "expert_success_rate": wins / episodes,

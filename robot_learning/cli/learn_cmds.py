@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from pathlib import Path
 
 from robot_learning.cli.commands import EvalConfig
 from robot_learning.errors import ConfigError
@@ -27,31 +26,26 @@ def run_train(cfg: TrainConfig) -> int:
 
 
 def parse_env(spec: str | None, meta: dict) -> tuple[str, str]:
+    """(task, robot model) from ``--env``, or the sim task and model the policy was trained on."""
+    from robot_learning.cli.record_cmds import parse_sim_robot
+
     robot = meta.get("robot", {}) if isinstance(meta.get("robot"), dict) else {}
     if spec is None:
         if robot.get("kind") != "sim" or not robot.get("task"):
             raise ConfigError("--env: the checkpoint was not trained on sim data; give --env sim:TASK")
         return robot["task"], robot.get("name", "panda")
-    parts = spec.split(":")
-    if parts[0] != "sim" or len(parts) not in (2, 3) or not parts[1]:
-        raise ConfigError.expected("--env", "sim:TASK or sim:TASK:MODEL", repr(spec))
-    return parts[1], parts[2] if len(parts) == 3 else robot.get("name", "panda")
+    return parse_sim_robot(spec, flag="--env", default_model=robot.get("name", "panda"))
 
 
 def run_eval(cfg: EvalConfig) -> int:
     from robot_learning.evaluation.metrics import summarize
-    from robot_learning.evaluation.rollout import evaluate
+    from robot_learning.evaluation.rollout import evaluate, held_out_seeds
     from robot_learning.policies.checkpoint import load_policy, resolve_policy_dir
 
     policy_dir = resolve_policy_dir(cfg.checkpoint)
     policy = load_policy(policy_dir, device=cfg.device)
     task, robot = parse_env(cfg.env, policy.meta)
-    seeds = list(range(cfg.seed, cfg.seed + cfg.episodes))
-    train_seeds = set(policy.meta.get("train_seeds", []))
-    overlap = sorted(set(seeds) & train_seeds)
-    if overlap:
-        raise ConfigError(f"--seed {cfg.seed}: seeds {overlap[:5]} were in the training data; evaluate on held-out "
-                          "seeds (e.g. --seed 100000)")
+    seeds = held_out_seeds(cfg.seed, cfg.episodes, policy.meta.get("train_seeds", []), "--seed")
     if cfg.sampler is not None or cfg.sampling_steps is not None:
         policy.set_sampler(cfg.sampler or policy.config.sampler, cfg.sampling_steps)
     # beside the policy folder, never inside it: saving a policy replaces its whole folder

@@ -14,12 +14,13 @@ from robot_learning.cli.commands import RecordConfig
 from robot_learning.errors import ConfigError
 
 
-def parse_sim_robot(spec: str) -> tuple[str, str]:
+def parse_sim_robot(spec: str, flag: str = "--robot", default_model: str = "panda") -> tuple[str, str]:
+    """(task, model) of ``sim:TASK`` or ``sim:TASK:MODEL``."""
     parts = spec.split(":")
-    if parts[0] != "sim" or len(parts) not in (2, 3):
-        raise ConfigError.expected("--robot", "sim:TASK or sim:TASK:MODEL (real robots arrive with the drivers)",
+    if parts[0] != "sim" or len(parts) not in (2, 3) or not parts[1]:
+        raise ConfigError.expected(flag, "sim:TASK or sim:TASK:MODEL (real robots arrive with the drivers)",
                                    repr(spec))
-    return parts[1], parts[2] if len(parts) == 3 else "panda"
+    return parts[1], parts[2] if len(parts) == 3 else default_model
 
 
 def run_record(cfg: RecordConfig) -> int:

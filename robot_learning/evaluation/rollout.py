@@ -9,7 +9,6 @@ from a separate scene camera rendered at every tick, with the outcome in the fil
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +29,16 @@ class EpisodeResult:
     max_coverage: float | None  # push_t only: best coverage of the target
     latencies_s: tuple[float, ...] = field(repr=False)   # one per inferred chunk
     video: str | None = None
+
+
+def held_out_seeds(first: int, n: int, train_seeds, flag: str = "--seed") -> list[int]:
+    """Seeds ``first .. first+n-1``, refused (one-line ConfigError) if any was in the training data."""
+    seeds = list(range(first, first + n))
+    overlap = sorted(set(seeds) & {int(x) for x in train_seeds})
+    if overlap:
+        raise ConfigError(f"{flag} {first}: seeds {overlap[:5]} were in the training data; evaluate on held-out "
+                          f"seeds (e.g. {flag} 100000)")
+    return seeds
 
 
 def env_config_for(features: FeatureSet, task: str, robot: str):
@@ -144,9 +153,3 @@ def evaluate(policy, task: str, seeds, *, robot: str = "panda", video_dir: Path 
     finally:
         if own:
             env.close()
-
-
-def timed_evaluate(*args, **kwargs) -> tuple[list[EpisodeResult], float]:
-    t0 = time.perf_counter()
-    res = evaluate(*args, **kwargs)
-    return res, time.perf_counter() - t0

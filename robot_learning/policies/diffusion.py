@@ -15,7 +15,7 @@ with its weights; it is strict (a missing key or a shape mismatch is an error).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
@@ -231,9 +231,9 @@ class DiffusionPolicy(nn.Module):
         """The observation history as a batch of one (images HWC -> CHW)."""
         dev = self.device
         out = {}
+        stacked = self.history.stacked()
         for s in self.observation_features:
-            v = self.history.stacked()[s.name]
-            x = torch.from_numpy(np.ascontiguousarray(v))
+            x = torch.from_numpy(np.ascontiguousarray(stacked[s.name]))
             if s.kind is FeatureKind.RGB:
                 x = x.permute(0, 3, 1, 2)
             elif x.dtype != torch.uint8:
@@ -294,7 +294,3 @@ class DiffusionPolicy(nn.Module):
         if not isinstance(policy, cls):
             raise ConfigError.expected(f"checkpoint {path}", "a diffusion policy", type(policy).__name__)
         return policy
-
-
-def with_sampler(config: DiffusionConfig, sampler: str, steps: int | None) -> DiffusionConfig:
-    return replace(config, sampler=sampler, sampling_steps=steps)

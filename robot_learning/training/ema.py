@@ -32,7 +32,7 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> float:
         d = self.decay()
-        avg = [p for p in self.averaged.parameters()]
+        avg = list(self.averaged.parameters())
         cur = [p.detach() for p in model.parameters()]
         if d == 0.0:
             torch._foreach_copy_(avg, cur)

@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -95,12 +94,9 @@ def _eval_task(cfg: TrainConfig, meta: dict) -> tuple[str | None, str]:
 
 
 def _check_held_out(cfg: TrainConfig, meta: dict, n: int) -> list[int]:
-    seeds = list(range(cfg.eval_seed, cfg.eval_seed + n))
-    overlap = sorted(set(seeds) & set(meta["train_seeds"]))
-    if overlap:
-        raise ConfigError(f"--eval-seed {cfg.eval_seed}: evaluation seeds {overlap[:5]} were recorded in the "
-                          "dataset; pick held-out seeds (e.g. --eval-seed 100000)")
-    return seeds
+    from robot_learning.evaluation.rollout import held_out_seeds
+
+    return held_out_seeds(cfg.eval_seed, n, meta["train_seeds"], "--eval-seed")
 
 
 def run_eval(policy, cfg: TrainConfig, meta: dict, episodes: int, video_dir: Path | None, progress: bool) -> dict:
@@ -137,9 +133,8 @@ def train(cfg: TrainConfig) -> dict:
         torch.set_num_threads(cfg.threads)
     device = _device(cfg.device)
     out = Path(cfg.out)
-    if out.exists() and any(out.iterdir()) and not cfg.resume:
-        if (out / "checkpoint").exists():
-            raise ConfigError(f"--out {out} holds a run already; add --resume to continue it or pick a new folder")
+    if (out / "checkpoint").exists() and not cfg.resume:
+        raise ConfigError(f"--out {out} holds a run already; add --resume to continue it or pick a new folder")
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -202,7 +197,7 @@ def train(cfg: TrainConfig) -> dict:
         save_train_state(out / "checkpoint", policy, ema.averaged, opt, gen, info)
         ema.averaged.save(out / "policy", {"train_step": step, "train_time_s": round(train_time, 1)})
 
-    def evaluate_now(episodes: int, final: bool) -> dict:
+    def evaluate_now(episodes: int) -> dict:
         res = run_eval(ema.averaged, cfg, meta, episodes, out / "videos" / (f"step{step:07d}"),
                        cfg.progress)
         if res:
@@ -233,7 +228,7 @@ def train(cfg: TrainConfig) -> dict:
         by_steps = total_steps is not None
         bar = tqdm(total=total_steps if by_steps else int(budget_s), initial=step if by_steps else int(train_time),
                    unit="step" if by_steps else "s", dynamic_ncols=True, desc=f"train {policy.kind}")
-    last_ckpt, last_log, interrupted, last_eval = time.perf_counter(), step, False, {}
+    last_ckpt, last_log, interrupted = time.perf_counter(), step, False
     losses: list[float] = []
     t_last_log = train_time
     policy.train()
@@ -245,8 +240,9 @@ def train(cfg: TrainConfig) -> dict:
             batch = data.batch(idx)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 loss = policy.compute_loss(batch)
-            if not torch.isfinite(loss):
-                raise ConfigError(f"training diverged at step {step}: loss {loss.item()} (lower --lr?)")
+            loss_value = loss.item()   # one device sync per step
+            if not math.isfinite(loss_value):
+                raise ConfigError(f"training diverged at step {step}: loss {loss_value} (lower --lr?)")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -254,13 +250,13 @@ def train(cfg: TrainConfig) -> dict:
             step += 1
             dt = time.perf_counter() - t0
             train_time += dt
-            losses.append(loss.item())
+            losses.append(loss_value)
             if bar is not None:
                 bar.update(1 if by_steps else min(dt, bar.total - bar.n))
             if step - last_log >= LOG_EVERY or step == total_steps or (budget_s is not None and train_time >= budget_s):
                 log_row()
             if cfg.eval_every and step % cfg.eval_every == 0 and step != total_steps:
-                last_eval = evaluate_now(cfg.eval_episodes, final=False)
+                last_eval = evaluate_now(cfg.eval_episodes)
                 if bar is not None and last_eval:
                     bar.write(f"step {step}: success {last_eval['success_rate']:.2f} over {last_eval['episodes']} "
                               f"held-out episodes")
@@ -280,7 +276,7 @@ def train(cfg: TrainConfig) -> dict:
         eval_log.close()
         print(f"interrupted at step {step}: checkpoint saved; continue with --resume", flush=True)
         return {"interrupted": True, "step": step, "out": str(out)}
-    final = evaluate_now(cfg.eval_episodes, final=True) if cfg.eval_episodes else {}
+    final = evaluate_now(cfg.eval_episodes) if cfg.eval_episodes else {}
     train_log.close()
     eval_log.close()
     plot = plot_curves(out, f"{policy.kind} policy, obs {cfg.obs}, {len(store.episodes)} episodes")
