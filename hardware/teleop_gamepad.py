@@ -83,12 +83,18 @@ class GamepadTeleop(Teleop):
             raise DeviceFaultError(self.name, f"{self._joy.get_name()}: expected >= {need_axes} axes, found "
                                               f"{self._joy.get_numaxes()}")
         self._buttons = self._read_buttons()
+        pygame.event.get(self._joy_event_types(pygame))  # presses before connect do not count
         self._t_ns = None
 
     def _disconnect(self) -> None:
         if self._joy is not None:
             self._joy.quit()
             self._joy = None
+
+    @staticmethod
+    def _joy_event_types(pygame) -> tuple:
+        return (pygame.JOYBUTTONDOWN, pygame.JOYBUTTONUP, pygame.JOYAXISMOTION, pygame.JOYHATMOTION,
+                pygame.JOYBALLMOTION)
 
     def _read_buttons(self) -> np.ndarray:
         return np.array([self._joy.get_button(i) for i in range(self._joy.get_numbuttons())], dtype=bool)
@@ -101,7 +107,11 @@ class GamepadTeleop(Teleop):
     def _get_action(self, observation: Observation | None) -> Stamped[Action]:
         import pygame
 
-        pygame.event.pump()
+        # Take the joystick events out of pygame's queue (this also pumps it, and keeps it from filling
+        # up): a press released again before this call is in them, not in the button state.
+        me = self._joy.get_instance_id()
+        downs = [e.button for e in pygame.event.get(self._joy_event_types(pygame))
+                 if e.type == pygame.JOYBUTTONDOWN and getattr(e, "instance_id", None) == me]
         now = self.clock.now_ns()
         dt = 0.0 if self._t_ns is None else min((now - self._t_ns) / 1e9, 0.2)  # never a leap after a stall
         self._t_ns = now
@@ -111,15 +121,13 @@ class GamepadTeleop(Teleop):
         buttons = self._read_buttons()
         pressed = buttons & ~self._buttons[:len(buttons)] if self._buttons is not None else buttons
         self._buttons = buttons
+        presses = downs + [int(i) for i in np.flatnonzero(pressed) if int(i) not in downs]  # an event may be lost
 
-        def hit(i: int) -> bool:
-            return i < len(pressed) and bool(pressed[i])
-
-        if hit(m.button_gripper):
+        for _ in range(presses.count(m.button_gripper)):
             self._gripper = 1.0 - self._gripper
         for b, ev in ((m.button_next, EpisodeEvent.NEXT), (m.button_rerecord, EpisodeEvent.RERECORD),
                       (m.button_stop, EpisodeEvent.STOP)):
-            if hit(b):
+            for _ in range(presses.count(b)):
                 self.post_event(ev)
         self.set_intervention(m.button_takeover < len(buttons) and bool(buttons[m.button_takeover]))
         action = Action({"ee_dpos_m": (v * dt).astype(np.float32),
