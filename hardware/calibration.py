@@ -98,7 +98,10 @@ class JointCalibration:
         """The offset (ticks, servo convention: reported = raw - offset) that puts the middle of the
         range at mid-scale, so no reading inside the range wraps."""
         mid_raw = self.home_raw + self.mid_rel
-        return int(wrap_centered(mid_raw - self.resolution // 2, self.resolution))
+        offset = int(wrap_centered(mid_raw - self.resolution // 2, self.resolution))
+        # Half a turn either way is the same offset; servos store at most +-(resolution/2 - 1) (Feetech:
+        # sign-magnitude, 11 bits), so the middle then lands one tick off mid-scale.
+        return max(offset, -(self.resolution // 2 - 1))
 
 
 def calibrate_joint(name: str, home_raw: int, sweep_raw: np.ndarray, direction: int = 1,

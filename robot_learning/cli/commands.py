@@ -129,8 +129,7 @@ class RecordConfig:
     robot: str = "sim:lift"
     """sim:TASK or sim:TASK:MODEL (MODEL: panda, so101)."""
     teleop: str = "scripted"
-    """scripted (the task's expert), keyboard (a plain terminal) or gamepad (pygame/SDL). spacemouse and leader
-    arms arrive with the hardware drivers."""
+    """scripted (the task's expert), keyboard (a plain terminal), gamepad (pygame/SDL) or spacemouse (hidapi)."""
     episodes: int = 10
     """Episodes to record."""
     task: str | None = None

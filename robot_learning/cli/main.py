@@ -22,6 +22,8 @@ from robot_learning.cli.commands import (DatasetDeleteConfig, DatasetInfoConfig,
                                         DatasetReplayConfig, DatasetSplitConfig, DatasetVerifyConfig,
                                         DatasetViewConfig, DemoConfig, DoctorConfig, EvalConfig, RecordConfig, SimCheckConfig,
                                         SimListConfig, SimViewConfig)
+from robot_learning.cli.hardware_configs import (CalibrateConfig, FindCamerasConfig, FindPortsConfig,
+                                                 TeleoperateConfig)
 from robot_learning.errors import ConfigError, RobotLearningError
 from robot_learning.training.config import TrainConfig
 
@@ -61,11 +63,15 @@ class DatasetConfig:
 
 Command = Union[
     Annotated[DemoConfig, tyro.conf.subcommand("demo")],
+    Annotated[TeleoperateConfig, tyro.conf.subcommand("teleoperate")],
     Annotated[RecordConfig, tyro.conf.subcommand("record")],
     Annotated[TrainConfig, tyro.conf.subcommand("train")],
     Annotated[EvalConfig, tyro.conf.subcommand("eval")],
     Annotated[tyro.conf.OmitSubcommandPrefixes[DatasetConfig], tyro.conf.subcommand("dataset")],
     Annotated[tyro.conf.OmitSubcommandPrefixes[SimConfig], tyro.conf.subcommand("sim")],
+    Annotated[CalibrateConfig, tyro.conf.subcommand("calibrate")],
+    Annotated[FindPortsConfig, tyro.conf.subcommand("find-ports")],
+    Annotated[FindCamerasConfig, tyro.conf.subcommand("find-cameras")],
     Annotated[DoctorConfig, tyro.conf.subcommand("doctor")],
 ]
 
@@ -75,6 +81,10 @@ RUNNERS: dict[type, str] = {
     DemoConfig: "robot_learning.cli.demo:run_demo",
     DoctorConfig: "robot_learning.cli.doctor:run_doctor",
     RecordConfig: "robot_learning.cli.record_cmds:run_record",
+    TeleoperateConfig: "robot_learning.cli.hardware_cmds:run_teleoperate",
+    CalibrateConfig: "robot_learning.cli.hardware_cmds:run_calibrate",
+    FindPortsConfig: "robot_learning.cli.hardware_cmds:run_find_ports",
+    FindCamerasConfig: "robot_learning.cli.hardware_cmds:run_find_cameras",
     TrainConfig: "robot_learning.cli.learn_cmds:run_train",
     EvalConfig: "robot_learning.cli.learn_cmds:run_eval",
     SimListConfig: "robot_learning.cli.sim_cmds:run_sim_list",

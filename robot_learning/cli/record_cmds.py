@@ -33,9 +33,9 @@ def run_record(cfg: RecordConfig) -> int:
     from robot_learning.sim.world import PhysicsConfig
 
     task_name, model = parse_sim_robot(cfg.robot)
-    if cfg.teleop not in ("scripted", "keyboard", "gamepad"):
-        raise ConfigError.expected("--teleop", "scripted, keyboard or gamepad (spacemouse and leader arms arrive "
-                                   "with the hardware drivers)", repr(cfg.teleop))
+    if cfg.teleop not in ("scripted", "keyboard", "gamepad", "spacemouse"):
+        raise ConfigError.expected("--teleop", "scripted, keyboard, gamepad or spacemouse (leader arms: robot-learning "
+                                   "teleoperate --record)", repr(cfg.teleop))
     human = cfg.teleop != "scripted"
     env = SimEnv(SimEnvConfig(task=task_name, robot=model, cameras=cfg.cameras, image_size=cfg.image_size,
                               camera_fps=cfg.camera_fps, tactile=cfg.tactile,
@@ -134,21 +134,8 @@ def run_record(cfg: RecordConfig) -> int:
 
 def _human_teleop(kind: str, env, rate: float):
     """A human teleop device and the Cartesian stage that maps its deltas, boxed to the task's workspace."""
-    from robot_learning.control.cartesian import CartesianController
-    from robot_learning.hardware.teleop_gamepad import GamepadTeleop
-    from robot_learning.hardware.teleop_keyboard import HELP, KeyboardTeleop
-    from robot_learning.runtime.cartesian_stage import DELTA, CartesianStage
+    from robot_learning.cli.rig import cartesian_stage, make_ee_teleop
 
-    ws = env.task.workspace
-    c, h = np.asarray(ws.center_xy), np.asarray(ws.half_xy) + 0.05
-    lo = [c[0] - h[0], c[1] - h[1], env.robot.spec.tip_beyond_tcp_m + 0.002]
-    hi = [c[0] + h[0], c[1] + h[1], 0.35 * ws.object_scale + 0.1]
-    if kind == "keyboard":
-        teleop = KeyboardTeleop(step_m=0.01 * ws.object_scale, clock=env.world.clock)
-        print(HELP, file=sys.stderr)
-    else:
-        teleop = GamepadTeleop(clock=env.world.clock)
-        print("gamepad: left stick x/y, right stick z/turn, A gripper, B next, X re-record, Y stop, "
-              "LB take over", file=sys.stderr)
+    teleop = make_ee_teleop(kind, env.world.clock, step_m=0.01 * env.task.workspace.object_scale)
     teleop.connect()
-    return teleop, CartesianStage(CartesianController(env.robot.spec), DELTA, 1.0 / rate, lo, hi)
+    return teleop, cartesian_stage(env.robot.spec.name, rate, env)

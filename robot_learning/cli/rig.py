@@ -1,0 +1,218 @@
+"""A rig: the robot, sensors and teleop device a command drives, built from CLI specs, the same way for a
+real arm and for its MuJoCo twin.
+
+- robot ``sim:so101`` (the twin in the lift scene), ``sim:TASK[:MODEL]``, or a real arm (``so101``,
+  ``koch``) on a serial port;
+- teleop: a leader arm (joint commands, straight to the runtime's joint filter) or keyboard /
+  gamepad / SpaceMouse (end-effector deltas through the Cartesian stage over the robot's model
+  file, the twin's and the real arm's alike);
+- cameras: ``opencv:SRC[@WxH[@FPS]]``, ``realsense:SERIAL``, ``gelsight:SRC``, ``digit:SRC`` (real) or the
+  sim camera names.
+
+Everything that connects is disconnected again by ``Rig.close`` (also when building fails
+half-way), so a missing device leaves nothing running and no torque on.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+from pathlib import Path
+
+from robot_learning.core.clock import Clock, default_clock
+from robot_learning.errors import ConfigError
+
+SIM_DEFAULT_TASK = "lift"
+#: end-effector workspace box (base frame, m) of a real arm without a task: in front of the base
+REAL_WORKSPACE_M = {"so101": ((0.10, -0.25, 0.02), (0.40, 0.25, 0.35))}
+
+
+def parse_robot(spec: str) -> tuple[str, str, str | None]:
+    """("sim", task, model) or ("real", arm kind, None)."""
+    from robot_learning.hardware.arms import FOLLOWERS
+    from robot_learning.sim.robots import ROBOTS
+
+    if spec.startswith("sim:"):
+        parts = spec.split(":")
+        if len(parts) == 2 and parts[1] in ROBOTS:          # sim:so101 -> the twin in the default scene
+            return "sim", SIM_DEFAULT_TASK, parts[1]
+        if len(parts) in (2, 3) and parts[1]:
+            return "sim", parts[1], parts[2] if len(parts) == 3 else "panda"
+    elif spec in FOLLOWERS:
+        return "real", spec, None
+    raise ConfigError.expected("--robot", f"one of {', '.join(FOLLOWERS)}, sim:MODEL ({', '.join(ROBOTS)}) or "
+                               "sim:TASK[:MODEL]", repr(spec))
+
+
+def parse_camera(spec: str, clock: Clock):
+    """A real camera or tactile sensor from ``KIND:SOURCE[@WxH[@FPS]]``."""
+    kind, _, rest = spec.partition(":")
+    if not rest:
+        raise ConfigError.expected("--cameras entry", "opencv:SRC[@WxH[@FPS]], realsense:SERIAL, gelsight:SRC or "
+                                   "digit:SRC", repr(spec))
+    src, *mode = rest.split("@")
+    source: int | str = int(src) if src.isdigit() else src
+    width = height = fps = None
+    try:
+        if mode:
+            width, height = (int(v) for v in mode[0].lower().split("x"))
+        if len(mode) > 1:
+            fps = float(mode[1])
+    except ValueError:
+        raise ConfigError.expected("camera mode", "WxH[@FPS], e.g. 640x480@30", repr("@".join(mode))) from None
+    name = re.sub(r"[^A-Za-z0-9_]+", "_", f"{kind}_{Path(src).name if '/' in src else src}").strip("_")
+    if kind == "opencv":
+        from robot_learning.hardware.opencv_camera import OpenCVCamera, OpenCVCameraConfig
+
+        return OpenCVCamera(OpenCVCameraConfig(source=source, name=name, width=width, height=height, fps=fps),
+                            clock=clock)
+    if kind == "realsense":
+        from robot_learning.hardware.realsense import RealSenseCamera, RealSenseConfig
+
+        kw = {k: v for k, v in (("width", width), ("height", height), ("fps", fps)) if v is not None}
+        return RealSenseCamera(RealSenseConfig(serial=src, name=name, **kw), clock=clock)
+    if kind in ("gelsight", "digit"):
+        from robot_learning.hardware import tactile
+
+        cfg_cls, cls = ((tactile.GelSightMiniConfig, tactile.GelSightMini) if kind == "gelsight"
+                        else (tactile.DigitConfig, tactile.Digit))
+        kw = {"capture_size": (width, height)} if width is not None else {}
+        if fps is not None:
+            kw["fps"] = fps
+        return cls(cfg_cls(source=source, name=name, **kw), clock=clock)
+    raise ConfigError.expected("camera kind", "opencv, realsense, gelsight or digit", repr(kind))
+
+
+@dataclass
+class Rig:
+    robot: object
+    clock: Clock
+    rate_hz: float
+    sensors: list = field(default_factory=list)
+    teleop: object | None = None
+    stage: object | None = None
+    env: object | None = None
+    model: str | None = None                 # robot model (twin) name, for the Cartesian stage
+    info: dict = field(default_factory=dict)  # stored as the dataset's robot metadata
+
+    def runtime(self, source, sinks=(), task: str | None = None):
+        from robot_learning.runtime.control import ControlRuntime, RuntimeConfig
+
+        if self.env is not None:
+            return self.env.make_runtime(source, sinks=tuple(sinks), cartesian=self.stage, instruction=task)
+        return ControlRuntime(self.robot, source, RuntimeConfig(rate_hz=self.rate_hz, task=task),
+                              sensors=self.sensors, sinks=sinks, clock=self.clock, cartesian=self.stage)
+
+    def close(self) -> None:
+        errors = []
+        for dev in [self.teleop, *([] if self.env is not None else self.sensors),
+                    None if self.env is not None else self.robot]:
+            if dev is None:
+                continue
+            try:
+                dev.disconnect()
+            except Exception as e:  # noqa: BLE001 - close everything, report the first failure
+                errors.append(e)
+        if self.env is not None:
+            self.env.close()
+        if errors:
+            raise errors[0]
+
+
+def open_rig(robot: str, teleop: str | None, *, robot_port=None, robot_id="default", teleop_port=None,
+             teleop_id="default", calibration_dir=None, rate_hz=50.0, cameras=(), quiet=False) -> Rig:
+    """Build and connect everything (see the module docstring)."""
+    where, name, model = parse_robot(robot)
+    if where == "sim":
+        from robot_learning.sim.env import SimEnv, SimEnvConfig
+        from robot_learning.sim.world import PhysicsConfig
+
+        env = SimEnv(SimEnvConfig(task=name, robot=model, cameras=tuple(cameras), tactile=False,
+                                  physics=PhysicsConfig(realtime=True)))  # a person needs real time
+        rig = Rig(env.robot, env.world.clock, env.task.config.control_rate_hz, list(env.sensors), env=env,
+                  model=model, info={"name": model, "kind": "sim", "task": name})
+    else:
+        from robot_learning.hardware.arms import get_arm
+        from robot_learning.hardware.servo_arm import ServoArm, ServoArmConfig
+
+        spec = get_arm(name)
+        arm = ServoArm(spec, ServoArmConfig(robot_port, robot_id, calibration_dir))
+        rig = Rig(arm, default_clock(), rate_hz, model=spec.twin, info={"name": name, "kind": "real"})
+        arm.connect()
+        rig.info["calibration"] = arm.calibration.to_json()
+    try:
+        for cam in cameras if where == "real" else ():
+            sensor = parse_camera(cam, rig.clock)
+            sensor.connect()
+            rig.sensors.append(sensor)
+        if teleop is not None:
+            _attach_teleop(rig, teleop, teleop_port, teleop_id, calibration_dir, quiet)
+    except BaseException:
+        rig.close()
+        raise
+    return rig
+
+
+def _attach_teleop(rig: Rig, kind: str, port, arm_id, calibration_dir, quiet: bool) -> None:
+    if kind.endswith("-leader"):
+        from robot_learning.hardware.arms import get_arm
+        from robot_learning.hardware.servo_arm import LeaderArm, ServoArmConfig
+
+        rig.teleop = LeaderArm(get_arm(kind), ServoArmConfig(port, arm_id, calibration_dir, watchdog_s=None),
+                               action_features=rig.robot.action_features, clock=rig.clock)
+        rig.teleop.connect()
+        return
+    if rig.model is None:
+        raise ConfigError(f"--teleop {kind} commands the end effector and needs a robot model for the Cartesian "
+                          f"controller; {rig.info.get('name')} has none: use a leader arm")
+    scale = rig.env.task.workspace.object_scale if rig.env is not None else 1.0
+    rig.teleop = make_ee_teleop(kind, rig.clock, step_m=0.01 * scale, quiet=quiet)
+    rig.teleop.connect()
+    rig.stage = cartesian_stage(rig.model, rig.rate_hz, rig.env)
+
+
+def make_ee_teleop(kind: str, clock: Clock, step_m: float = 0.01, quiet: bool = False):
+    """An end-effector teleop device (keyboard, gamepad, spacemouse); prints its controls unless quiet."""
+    if kind == "keyboard":
+        from robot_learning.hardware.teleop_keyboard import HELP, KeyboardTeleop
+
+        dev, help_text = KeyboardTeleop(step_m=step_m, clock=clock), HELP
+    elif kind == "gamepad":
+        from robot_learning.hardware.teleop_gamepad import GamepadTeleop
+
+        dev = GamepadTeleop(clock=clock)
+        help_text = "gamepad: left stick x/y, right stick z/turn, A gripper, B next, X re-record, Y stop, LB take over"
+    elif kind == "spacemouse":
+        from robot_learning.hardware.teleop_spacemouse import SpaceMouseTeleop
+
+        dev = SpaceMouseTeleop(clock=clock)
+        help_text = ("spacemouse: push/tilt/twist the cap to move/turn, left click gripper, hold left 1 s next, "
+                     "left double-click re-record, hold both 1 s stop, hold right take over")
+    else:
+        raise ConfigError.expected("end-effector teleop", "keyboard, gamepad or spacemouse", repr(kind))
+    if not quiet:
+        print(help_text, file=sys.stderr)
+    return dev
+
+
+def cartesian_stage(model_name: str, rate_hz: float, env=None):
+    """The Cartesian stage over the robot model's file, boxed to the sim task's workspace (``env``) or to the
+    real arm's default workspace."""
+    from robot_learning.control.cartesian import CartesianController
+    from robot_learning.runtime.cartesian_stage import DELTA, CartesianStage
+    from robot_learning.sim.robots import get_robot_model
+
+    model = get_robot_model(model_name)
+    if env is not None:
+        ws = env.task.workspace
+        c, h = np.asarray(ws.center_xy), np.asarray(ws.half_xy) + 0.05
+        lo = [c[0] - h[0], c[1] - h[1], model.tip_beyond_tcp_m + 0.002]
+        hi = [c[0] + h[0], c[1] + h[1], 0.35 * ws.object_scale + 0.1]
+    elif model_name in REAL_WORKSPACE_M:
+        lo, hi = REAL_WORKSPACE_M[model_name]
+    else:
+        raise ConfigError(f"no default workspace box for a real {model_name}")
+    return CartesianStage(CartesianController(model), DELTA, 1.0 / rate_hz, lo, hi)

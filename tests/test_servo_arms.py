@@ -1,0 +1,243 @@
+"""SO-101 and Koch arms end to end against the servo emulator on a pseudo-terminal, through the real SDKs:
+calibration across the encoder wrap, leader -> follower teleoperation through the control runtime and the
+recorder, corrupted packets, a servo that disappears, torque off on exit and on SIGTERM."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from robot_learning.cli.main import main
+from robot_learning.errors import ConfigError, DeviceFaultError
+from robot_learning.hardware.arm_calibration import ArmCalibration, calibration_path, record_calibration
+from robot_learning.hardware.arms import GRIPPER, JOINTS, get_arm, make_bus
+from robot_learning.hardware.servo_arm import LeaderArm, ServoArm, ServoArmConfig
+from robot_learning.runtime.control import ControlRuntime, RuntimeConfig
+from robot_learning.runtime.sources import TeleopSource
+
+from servo_emulator import ServoEmulator
+
+RES = 4096
+NAMES = JOINTS + (GRIPPER,)
+# Physical zero pose and range of each joint, in raw shaft ticks. shoulder_pan's range crosses 4095 -> 0 and
+# wrist_roll's crosses 0 -> 4095 going down: a plain min/max would call both almost a full turn.
+FOLLOWER_POSE = {"shoulder_pan": (3900, -700, 700), "shoulder_lift": (2048, -900, 900),
+                 "elbow_flex": (1000, -800, 800), "wrist_flex": (2100, -800, 800),
+                 "wrist_roll": (150, -1500, 1500), "gripper": (2000, 0, 1400)}
+LEADER_POSE = {"shoulder_pan": (300, -700, 700), "shoulder_lift": (3000, -900, 900),
+               "elbow_flex": (3950, -800, 800), "wrist_flex": (1500, -800, 800),
+               "wrist_roll": (4000, -1500, 1500), "gripper": (100, -1400, 0)}
+
+
+def servos_of(spec) -> dict[int, str]:
+    return {m.id: m.model for _, m in spec.motors}
+
+
+def sweep_and_calibrate(emu: ServoEmulator, spec, arm_id: str, cal_dir, pose=FOLLOWER_POSE, rate_hz=200.0):
+    """The real calibration procedure, with a thread playing the operator: zero pose, then each joint to both
+    ends of its range and back, in small steps (as a hand moves it)."""
+    ids = {n: m.id for n, m in spec.motors}
+    for n, (home, _, _) in pose.items():
+        emu.servo(ids[n]).set_physical(home)
+    done = threading.Event()
+
+    def operator():
+        time.sleep(0.05)  # the procedure reads the zero pose first
+        for n, (home, lo, hi) in pose.items():
+            for target in (lo, hi, 0):
+                cur = emu.servo(ids[n]).present_raw
+                rel = ((cur - home + RES // 2) % RES) - RES // 2
+                for r in np.linspace(rel, target, 12)[1:]:
+                    emu.servo(ids[n]).set_physical(int(round(home + r)) % RES)
+                    time.sleep(0.006)
+        time.sleep(0.03)
+        done.set()
+
+    with make_bus(spec, emu.port) as bus:
+        cal = record_calibration(bus, spec, arm_id, rate_hz=rate_hz, sweep_done=done.is_set,
+                                 wait_for_zero_pose=lambda: threading.Thread(target=operator, daemon=True).start())
+    cal.save(calibration_path(spec.kind, arm_id, cal_dir))
+    return cal
+
+
+@pytest.fixture
+def cal_dir(tmp_path, monkeypatch):
+    d = tmp_path / "calibration"
+    monkeypatch.setenv("ROBOT_LEARNING_CALIBRATION", str(d))
+    return d
+
+
+@pytest.mark.parametrize("kind, protocol", [("so101", "feetech"), ("koch", "dynamixel")])
+def test_calibration_across_the_encoder_wrap(kind, protocol, cal_dir):
+    spec = get_arm(kind)
+    with ServoEmulator(protocol, servos_of(spec)) as emu:
+        cal = sweep_and_calibrate(emu, spec, "a", cal_dir)
+        for n, (home, lo, hi) in FOLLOWER_POSE.items():
+            c = cal.joints[n]
+            assert abs(c.range_min - lo) <= 2 and abs(c.range_max - hi) <= 2, (n, c)
+        reloaded = ArmCalibration.load(calibration_path(spec.kind, "a", cal_dir))
+        assert reloaded == cal
+        # The servos now report the middle of each range at mid-scale: no reading inside the range wraps.
+        with make_bus(spec, emu.port) as bus:
+            for n, (home, lo, hi) in FOLLOWER_POSE.items():
+                mid = (home + (lo + hi) // 2) % RES
+                emu.servo(spec.motor_map[n].id).set_physical(mid)
+                assert abs(bus.read("present_position", n) - RES // 2) <= 2, n
+                for rel in (lo, hi):
+                    emu.servo(spec.motor_map[n].id).set_physical((home + rel) % RES)
+                    rep = bus.read("present_position", n)
+                    assert 0 < rep < RES - 1
+                    assert abs(float(cal.joints[n].raw_to_rad(rep)) - rel * 2 * math.pi / RES) < 3e-3
+
+
+def test_leader_drives_follower_for_10s_recorded(cal_dir, tmp_path):
+    """`robot-learning teleoperate --robot so101 --teleop so101-leader` for 10 s at 50 Hz with 5% of the status
+    packets corrupted on both buses: the loop keeps its rate, counts the errors, the follower tracks the leader
+    (in radians, through two different calibrations), and the episode lands in the store with real timestamps."""
+    from robot_learning.datasets.store import EpisodeStore
+
+    spec_f, spec_l = get_arm("so101"), get_arm("so101-leader")
+    with ServoEmulator("feetech", servos_of(spec_f), seed=1) as fol, \
+            ServoEmulator("feetech", servos_of(spec_l), seed=2) as lead:
+        cal_f = sweep_and_calibrate(fol, spec_f, "f1", cal_dir, FOLLOWER_POSE)
+        cal_l = sweep_and_calibrate(lead, spec_l, "l1", cal_dir, LEADER_POSE)
+        fol.corrupt_rate = lead.corrupt_rate = 0.05
+        stop = threading.Event()
+        ids = spec_l.motor_map
+
+        def leader_rad(t):  # the operator's hand: smooth motion well inside every range, still for the last 1.5 s
+            t = min(t, 8.5)
+            q = 0.35 * np.sin(2 * np.pi * t / np.array([4.0, 5.0, 6.0, 4.5, 3.0])) * (t / 8.5 if t < 1 else 1)
+            return q, 0.5 + 0.4 * math.sin(t)
+
+        def operator():
+            t0 = time.monotonic()
+            while not stop.is_set():
+                q, g = leader_rad(time.monotonic() - t0)
+                goals = cal_l.goal_raw(q, g)
+                for n in NAMES:  # reported ticks -> physical shaft (the leader's homing offset)
+                    lead.servo(ids[n].id).set_physical((goals[n] + cal_l.homing_offsets[n]) % RES)
+                time.sleep(0.005)
+
+        th = threading.Thread(target=operator, daemon=True)
+        th.start()
+        ds = tmp_path / "teleop_ds"
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            rc = main(["teleoperate", "--robot", "so101", "--robot-port", fol.port, "--robot-id", "f1",
+                       "--teleop", "so101-leader", "--teleop-port", lead.port, "--teleop-id", "l1",
+                       "--rate-hz", "50", "--duration-s", "10", "--record", str(ds), "--task", "wave", "--json"])
+        stop.set()
+        th.join()
+        assert rc == 0
+        out_lines = buf.getvalue().strip().splitlines()
+        s = json.loads(out_lines[-1])
+        # Rate kept: 500 ticks in 10 s, few overruns, no holds from bus errors.
+        assert 490 <= s["ticks"] <= 501, s
+        assert s["period_error_ms"]["p99"] < 10, s
+        assert s["bus"]["errors"] > 0 and s["bus"]["failures"] <= 2, s
+        assert s["tracking_err_rad_p95"] < 0.08, s
+        # Follower ends where the leader is (both still), in radians through their own calibrations.
+        fol_reported = {n: fol.servo(spec_f.motor_map[n].id).present for n in NAMES}
+        np.testing.assert_allclose(cal_f.joint_rad(fol_reported), leader_rad(10.0)[0], atol=0.01)
+        store = EpisodeStore.open(ds)
+        assert len(store.episodes) == 1
+        ep = store.episodes[0]
+        assert ep.task == "wave"
+        t = store.stream_times(ep, "robot")
+        assert 480 <= len(t) <= 501
+        dt = np.diff(t) / 1e9
+        assert np.all(dt > 0) and abs(np.median(dt) - 0.02) < 0.002
+        assert np.std(dt) > 1e-6  # measured capture times, not index / fps
+        ticks = store.ticks(ep)
+        assert ticks["t_ns"].shape[0] == len(t)
+        # The recorded state is the follower's, in the sim twin's units (end-effector pose from its model).
+        names = store.schema.stream("robot").features.names
+        assert {"joint_pos_rad", "joint_vel_rad_s", "gripper_pos", "ee_pos_m", "ee_quat_wxyz"} <= set(names)
+
+
+def _connected_pair(cal_dir, fol, lead):
+    spec_f, spec_l = get_arm("so101"), get_arm("so101-leader")
+    sweep_and_calibrate(fol, spec_f, "f", cal_dir, FOLLOWER_POSE)
+    sweep_and_calibrate(lead, spec_l, "l", cal_dir, LEADER_POSE)
+    arm = ServoArm(spec_f, ServoArmConfig(fol.port, "f"))
+    leader = LeaderArm(spec_l, ServoArmConfig(lead.port, "l", watchdog_s=None), action_features=arm.action_features)
+    return arm, leader
+
+
+def test_servo_that_stops_answering_stops_the_arm_within_100ms(cal_dir):
+    spec_f, spec_l = get_arm("so101"), get_arm("so101-leader")
+    with ServoEmulator("feetech", servos_of(spec_f)) as fol, ServoEmulator("feetech", servos_of(spec_l)) as lead:
+        arm, leader = _connected_pair(cal_dir, fol, lead)
+        with arm, leader:
+            rt = ControlRuntime(arm, TeleopSource(leader), RuntimeConfig(rate_hz=50))
+            t_gone = {}
+
+            def vanish(tick):
+                if tick.index == 50:
+                    fol.disappear(spec_f.motor_map["elbow_flex"].id)
+                    t_gone["t"] = time.monotonic()
+                return False
+
+            with pytest.raises(DeviceFaultError, match="elbow_flex") as err:
+                rt.run(max_ticks=500, should_stop=vanish)
+            t_err = time.monotonic()
+            assert t_err - t_gone["t"] < 0.1, f"fault detected after {1e3 * (t_err - t_gone['t']):.0f} ms"
+            assert "id 3" in str(err.value)
+            # The safe stop: the other servos hold where they were (goal == present), torque still on.
+            for n in ("shoulder_pan", "wrist_flex"):
+                sv = fol.servo(spec_f.motor_map[n].id)
+                assert sv.torque_enabled and abs(sv.goal - sv.present) <= 2 * 4000 * 0.02
+        # Disconnect turned torque off on every servo that still answers.
+        assert not any(fol.servo(spec_f.motor_map[n].id).torque_enabled for n in NAMES if n != "elbow_flex")
+
+
+def test_missing_calibration_and_mismatched_offsets_are_clear_errors(cal_dir):
+    spec = get_arm("so101")
+    with ServoEmulator("feetech", servos_of(spec)) as emu:
+        with pytest.raises(ConfigError, match="robot-learning calibrate --robot so101"):
+            ServoArm(spec, ServoArmConfig(emu.port, "nope")).connect()
+        sweep_and_calibrate(emu, spec, "x", cal_dir)
+        with make_bus(spec, emu.port) as bus:
+            bus.write_homing_offset("wrist_roll", 123)   # someone recalibrated with another tool
+        with pytest.raises(ConfigError, match="wrist_roll.*homing offset 123"):
+            ServoArm(spec, ServoArmConfig(emu.port, "x")).connect()
+        assert not any(emu.servo(i).torque_enabled for i in range(1, 7))
+
+
+def test_sigterm_turns_torque_off(cal_dir, tmp_path):
+    """A process driving the arm is killed with SIGTERM: the servos end with torque off."""
+    spec = get_arm("so101")
+    with ServoEmulator("feetech", servos_of(spec)) as emu:
+        sweep_and_calibrate(emu, spec, "s", cal_dir)
+        script = textwrap.dedent(f"""
+            import sys, time
+            from robot_learning.hardware.arms import get_arm
+            from robot_learning.hardware.servo_arm import ServoArm, ServoArmConfig
+            with ServoArm(get_arm("so101"), ServoArmConfig({emu.port!r}, "s")) as arm:
+                print("connected", flush=True)
+                while True:
+                    arm.read_state(); time.sleep(0.01)
+        """)
+        p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "ROBOT_LEARNING_CALIBRATION": str(cal_dir)})
+        try:
+            assert p.stdout.readline().strip() == "connected"
+            assert all(emu.servo(i).torque_enabled for i in range(1, 7))
+            p.send_signal(signal.SIGTERM)
+            assert p.wait(timeout=10) == 128 + signal.SIGTERM
+        finally:
+            p.kill()
+        assert not any(emu.servo(i).torque_enabled for i in range(1, 7))
