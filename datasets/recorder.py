@@ -142,7 +142,9 @@ class Recorder:
                     try:
                         if state:
                             self._flush(state)
-                            if keep:
+                            if keep and state["t0"] is None:  # no tick had an observation: nothing to keep
+                                self.store.discard_uncommitted()
+                            elif keep:
                                 box["record"] = self.store.commit_episode(state["start"], t_start_ns=state["t0"],
                                                                           t_end_ns=state["t1"],
                                                                           intervention_ticks=state["interv"], **meta)

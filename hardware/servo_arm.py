@@ -188,6 +188,9 @@ class ServoArm(Robot):
         self._last_t: int | None = None
         self._last_vel = np.zeros(len(JOINTS))
         self._gripper_cmd = 0.0
+        self._watchdog_on = False
+        self._last_io_ns = 0
+        self.watchdog_rearms = 0
 
     @property
     def bus(self):
@@ -228,9 +231,9 @@ class ServoArm(Robot):
             raw = bus.sync_read("present_position", NAMES)
             self._last_raw, self._last_q, self._last_t = raw, None, None
             bus.sync_write("goal_position", raw)         # no jump: the goal is where the arm is
-            if self.config.watchdog_s is not None:
-                bus.set_watchdog(self.config.watchdog_s)
             bus.set_torque(True)
+            self._watchdog_on = self.config.watchdog_s is not None and bus.set_watchdog(self.config.watchdog_s)
+            self._last_io_ns = self.clock.now_ns()
             self._gripper_cmd = self.calibration.gripper_fraction(raw[GRIPPER])
         except BaseException:
             self.bus.disconnect()
@@ -260,8 +263,21 @@ class ServoArm(Robot):
         except Exception:  # noqa: BLE001
             pass
 
+    def _bus_io(self) -> None:
+        """Before talking to the servos: after a silence longer than (most of) the servos' bus watchdog
+        they may have stopped and locked their goals; re-arm it and hold where they stopped."""
+        now = self.clock.now_ns()
+        if self._watchdog_on and (now - self._last_io_ns) / NS_PER_S > 0.75 * self.config.watchdog_s:
+            raw = self.bus.sync_read("present_position", NAMES)
+            self.bus.set_watchdog(self.config.watchdog_s)   # clears a tripped watchdog first
+            self.bus.sync_write("goal_position", raw)
+            self._last_raw = raw
+            self.watchdog_rearms += 1
+        self._last_io_ns = now
+
     # --- contract --------------------------------------------------------------------------
     def _read_state(self) -> Stamped[Mapping[str, np.ndarray]]:
+        self._bus_io()
         raw, t_cap, t_recv = self._cb.read(self.clock)
         cal = self.calibration
         q = cal.joint_rad(raw)
@@ -287,6 +303,7 @@ class ServoArm(Robot):
     def _send_action(self, action: Action) -> Action:
         grip = float(action["gripper_pos"][0])
         goals = self.calibration.goal_raw(np.asarray(action["joint_pos_rad"], dtype=np.float64), grip)
+        self._bus_io()
         self.bus.sync_write("goal_position", goals)
         self._gripper_cmd = grip
         # What the servos were told, after quantisation to ticks and the calibrated range.
@@ -297,6 +314,10 @@ class ServoArm(Robot):
         keeps its command, so a grasped object is not dropped."""
         if self._last_raw is None:
             raise DeviceFaultError(self.name, "hold() before any position was read")
+        try:
+            self._bus_io()
+        except DeviceFaultError:
+            pass  # the fault path: write the hold anyway (a sync write needs no answer)
         goals = dict(self._last_raw)
         goals[GRIPPER] = self.calibration.goal_raw(np.zeros(len(JOINTS)), self._gripper_cmd)[GRIPPER]
         self.bus.sync_write("goal_position", goals)

@@ -28,7 +28,7 @@ def f32(k: dict) -> dict:
 
 def color_frame(i: int) -> np.ndarray:
     img = np.empty((CH, CW, 3), np.uint8)
-    img[...] = (10 * i, 200 - 10 * i, 128)
+    img[...] = ((10 * i) % 256, (200 - 10 * i) % 256, 128)
     img[:4, :4] = (255, 0, 0)  # RGB order check
     return img
 
@@ -52,8 +52,8 @@ def _stream(kind, uid, w, h, fmt, bpp, k):
     return s
 
 
-def record(path) -> list[float]:
-    """N colour + depth frames at FPS into a rosbag2 (.db3) file; returns their timestamps (ms,
+def record(path, n: int | None = None) -> list[float]:
+    """n (default N) colour + depth frames at FPS into a rosbag2 (.db3) file; returns their timestamps (ms,
     global time domain)."""
     dev = rs.software_device()
     dev.register_info(rs.camera_info.name, "Synthetic D435")
@@ -68,12 +68,13 @@ def record(path) -> list[float]:
     rec = rs.recorder(str(path), dev)
     cs.open(cp)
     ds.open(dp)
-    q = rs.frame_queue(4 * N)
+    n = N if n is None else n
+    q = rs.frame_queue(4 * n)
     cs.start(q)
     ds.start(q)
     t0_ms = time.time() * 1e3 - 3_600_000.0  # recorded an hour ago
     stamps, keep = [], []
-    for i in range(N):
+    for i in range(n):
         ts = t0_ms + i * 1000.0 / FPS
         for sensor, prof, pixels, bpp in ((cs, cp, color_frame(i), 3),
                                           (ds, dp, np.full((DH, DW), round(depth_m(i) / DEPTH_UNITS), np.uint16), 2)):

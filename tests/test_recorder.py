@@ -246,3 +246,28 @@ def test_rerun_export_reads_back_with_every_stream(tmp_path):
     assert rows["/action/joint_pos_rad/joint7"] == ep.length
     with pytest.raises(ConfigError, match=r"\.rrd"):
         export_rrd(store, 0, tmp_path / "ep.mp4")
+
+
+def test_episode_without_a_single_observed_tick_is_not_committed(tmp_path):
+    """Every tick stale (a camera that never delivered): end_episode(keep=True) keeps nothing, and the store
+    stays readable (an empty episode once made every later read fail)."""
+    from robot_learning.core import FakeClock
+    from robot_learning.hardware.emulated_arm import EmulatedArm
+
+    from emulated_devices import PatternCamera
+
+    clock = FakeClock()
+    arm, cam = EmulatedArm(clock=clock), PatternCamera(clock=clock)
+    schema = schema_for(arm.state_features, (cam,), arm.action_features, 50.0)
+    store = EpisodeStore.create(tmp_path / "d.zarr", schema)
+    rec = Recorder(store, (cam,))
+    with arm, cam:
+        rt = ControlRuntime(arm, FunctionSource(lambda o: None, arm.action_features, clock), RuntimeConfig(50.0),
+                            sensors=(cam,), sinks=(rec,), clock=clock)
+        rec.start_episode()
+        stats = rt.run(max_ticks=5)
+        assert stats.stale_sensor_ticks == 5
+        assert rec.end_episode(keep=True, task="x") is None
+    rec.shutdown()
+    r = EpisodeStore.open(tmp_path / "d.zarr")
+    assert r.episodes == [] and verify(r) == []

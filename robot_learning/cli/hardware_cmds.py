@@ -12,7 +12,14 @@ import numpy as np
 
 from robot_learning.cli.hardware_configs import (CalibrateConfig, FindCamerasConfig, FindPortsConfig,
                                                  TeleoperateConfig)
-from robot_learning.errors import ConfigError
+from robot_learning.errors import ConfigError, DeviceError
+
+
+def ask(prompt: str) -> None:
+    """Wait for Enter; the prompt goes to stderr so stdout stays machine-readable."""
+    print(prompt, end="", file=sys.stderr, flush=True)
+    if not sys.stdin.readline():
+        raise ConfigError("stdin closed before Enter was pressed (run this command in a terminal)")
 
 
 # --- find-ports ----------------------------------------------------------------------------
@@ -34,7 +41,7 @@ def run_find_ports(cfg: FindPortsConfig) -> int:
         if not ports:
             raise ConfigError("no serial ports found: plug in the arm's USB adapter and power it")
         print(f"{len(ports)} serial port(s): {', '.join(p['port'] for p in ports)}", file=sys.stderr)
-        input("unplug the USB cable of the arm to identify, then press Enter ")
+        ask("unplug the USB cable of the arm to identify, then press Enter ")
         time.sleep(0.5)
         gone = sorted({p["port"] for p in ports} - {p["port"] for p in list_serial_ports()})
         if len(gone) != 1:
@@ -100,7 +107,7 @@ def run_calibrate(cfg: CalibrateConfig) -> int:
     hi: dict[str, int] = {}
 
     def zero_pose() -> None:
-        input(f"{spec.kind}: torque is off. Put the arm in the zero pose (arm straight up, every joint in the middle "
+        ask(f"{spec.kind}: torque is off. Put the arm in the zero pose (arm straight up, every joint in the middle "
               "of its range, jaw closed) and press Enter ")
         print("now move every joint through its whole range (both ends), then press Enter", file=sys.stderr)
         threading.Thread(target=lambda: (sys.stdin.readline(), done.set()), daemon=True).start()
@@ -211,11 +218,18 @@ def run_teleoperate(cfg: TeleoperateConfig) -> int:
         runtime = rig.runtime(TeleopSource(rig.teleop), sinks, task=cfg.task)
         if recorder is not None:
             recorder.start_episode()
-        stats = runtime.run(duration_s=cfg.duration_s, should_stop=should_stop)
         episode = None
+        try:
+            stats = runtime.run(duration_s=cfg.duration_s, should_stop=should_stop)
+        except DeviceError as e:
+            # The runtime held the robot; keep what was recorded up to the fault, marked as such.
+            if recorder is not None:
+                recorder.end_episode(keep=True, task=cfg.task or "", operator_notes=f"{cfg.teleop} teleop; ended by "
+                                     f"a device fault: {e}")
+                print(f"\nthe episode up to the fault is kept in {cfg.record}", file=sys.stderr)
+            raise
         if recorder is not None:
-            rec = recorder.end_episode(keep=True, task=cfg.task or "", success=None, seed=None,
-                                       operator_notes=f"{cfg.teleop} teleop")
+            rec = recorder.end_episode(keep=True, task=cfg.task or "", operator_notes=f"{cfg.teleop} teleop")
             episode = None if rec is None else rec.index
     finally:
         try:

@@ -6,7 +6,6 @@ import json
 import sys
 import time
 
-import numpy as np
 
 from robot_learning.hardware.teleop import EpisodeEvent
 from robot_learning.runtime.sources import TeleopSource

@@ -73,6 +73,8 @@ def parse_camera(spec: str, clock: Clock):
         from robot_learning.hardware.realsense import RealSenseCamera, RealSenseConfig
 
         kw = {k: v for k, v in (("width", width), ("height", height), ("fps", fps)) if v is not None}
+        if src.endswith((".bag", ".db3")):   # a recording, played back through the real pipeline
+            return RealSenseCamera(RealSenseConfig(playback_file=Path(src), name="rs_playback", **kw), clock=clock)
         return RealSenseCamera(RealSenseConfig(serial=src, name=name, **kw), clock=clock)
     if kind in ("gelsight", "digit"):
         from robot_learning.hardware import tactile
@@ -148,6 +150,12 @@ def open_rig(robot: str, teleop: str | None, *, robot_port=None, robot_id="defau
             sensor = parse_camera(cam, rig.clock)
             sensor.connect()
             rig.sensors.append(sensor)
+            sensor.start_streaming()                   # the runtime aligns to what the capture thread buffers
+            sensor.async_read(timeout_s=5.0)           # first frame in (a camera's warm-up) before the loop starts
+            meta = getattr(sensor, "metadata", None)   # intrinsics, depth scale, timestamp source...
+            if not isinstance(meta, dict):
+                meta = {k: getattr(sensor, k) for k in ("mode", "timestamp_source") if hasattr(sensor, k)}
+            rig.info.setdefault("cameras", {})[sensor.name] = {"spec": cam, **meta}
         if teleop is not None:
             _attach_teleop(rig, teleop, teleop_port, teleop_id, calibration_dir, quiet)
     except BaseException:
