@@ -120,11 +120,15 @@ class ArmCalibration:
 
     def save(self, path: Path) -> Path:
         """Write atomically (a crash never leaves half a file)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=1))
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(self.to_json(), indent=1))
+            os.replace(tmp, path)
+        except OSError as e:
+            raise ConfigError(f"cannot write the calibration {path}: {e.strerror or e}") from None
         return path
+
 
     @classmethod
     def load(cls, path: Path) -> ArmCalibration:
@@ -139,13 +143,27 @@ class ArmCalibration:
         return cls.from_json(d, str(path))
 
 
+def check_writable(path: Path) -> None:
+    """ConfigError unless a calibration file can be written at ``path`` (checked before EEPROM writes)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.with_suffix(".json.probe")
+        probe.write_text("{}")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"cannot write the calibration {path}: {e.strerror or e}") from None
+
+
 def record_calibration(bus, spec: ArmSpec, arm_id: str, *, wait_for_zero_pose: Callable[[], None],
                        sweep_done: Callable[[], bool], rate_hz: float = 50.0, clock: Clock | None = None,
                        on_sample: Callable[[Mapping[str, int]], None] | None = None,
-                       max_duration_s: float = 600.0) -> ArmCalibration:
+                       max_duration_s: float = 600.0, min_range_ticks: int = 100,
+                       check_writable: Callable[[], None] | None = None) -> ArmCalibration:
     """Run the calibration procedure on a connected bus (see the module docstring) and write the
     homing offsets and position limits to the servos. ``wait_for_zero_pose()`` returns when the
-    arm is in the zero pose; the sweep is read at ``rate_hz`` until ``sweep_done()`` is true."""
+    arm is in the zero pose; the sweep is read at ``rate_hz`` until ``sweep_done()`` is true. Every
+    joint must move at least ``min_range_ticks``; ``check_writable()`` (e.g. a test write of the file)
+    runs after the ranges are known and before anything is written to the servos."""
     clock = clock or default_clock()
     names = [n for n, _ in spec.motors]
     bus.set_torque(False)
@@ -175,12 +193,17 @@ def record_calibration(bus, spec: ArmSpec, arm_id: str, *, wait_for_zero_pose: C
     for (n, motor), direction in zip(spec.motors, spec.directions):
         res = bus.resolution(n)
         phys = calibrate_joint(n, home[n], np.asarray(sweeps[n]), direction, res)
-        offset = phys.servo_homing_offset()
-        reported_home = (phys.home_raw - offset) % res
-        joints[n] = JointCalibration(n, reported_home, phys.range_min, phys.range_max, direction, res)
+        if phys.range_max - phys.range_min < min_range_ticks:
+            raise ConfigError(f"calibration: {n} moved only {phys.range_max - phys.range_min} ticks during the sweep; "
+                              "move every joint through its whole range (the servos keep no calibration: calibrate again)")
+        offset = phys.servo_homing_offset(bus.MAX_HOMING_OFFSET)
+        joints[n] = JointCalibration(n, (phys.home_raw - offset) % res, phys.range_min, phys.range_max, direction, res)
         offsets[n] = offset
+    cal = ArmCalibration(spec.kind, arm_id, joints, offsets, {n: m.id for n, m in spec.motors})
+    if check_writable is not None:
+        check_writable()  # before the EEPROM writes: a calibration must not end unsaved
     for n in names:
         c = joints[n]
         bus.write_homing_offset(n, offsets[n])
         bus.write_position_limits(n, max(0, c.home_raw + c.range_min), min(c.resolution - 1, c.home_raw + c.range_max))
-    return ArmCalibration(spec.kind, arm_id, joints, offsets, {n: m.id for n, m in spec.motors})
+    return cal

@@ -94,14 +94,28 @@ class JointCalibration:
                          self.direction * self.range_max * self.rad_per_tick))
         return lo, hi
 
-    def servo_homing_offset(self) -> int:
+    def servo_homing_offset(self, max_offset: int | None = None) -> int:
         """The offset (ticks, servo convention: reported = raw - offset) that puts the middle of the
-        range at mid-scale, so no reading inside the range wraps."""
-        mid_raw = self.home_raw + self.mid_rel
-        offset = int(wrap_centered(mid_raw - self.resolution // 2, self.resolution))
-        # Half a turn either way is the same offset; servos store at most +-(resolution/2 - 1) (Feetech:
-        # sign-magnitude, 11 bits), so the middle then lands one tick off mid-scale.
-        return max(offset, -(self.resolution // 2 - 1))
+        range at mid-scale, so no reading inside the range wraps.
+
+        Servos apply offsets up to ``max_offset`` only (Feetech 2047, Dynamixel X 1024; default
+        ``resolution/2 - 1``). Within that, the offset nearest the centring one that still keeps the
+        whole range off the wrap is chosen; if there is none, ``ConfigError`` says so."""
+        res, half = self.resolution, self.resolution // 2
+        max_offset = half - 1 if max_offset is None else int(max_offset)
+        ideal = int(wrap_centered(self.home_raw + self.mid_rel - half, res))
+        if -max_offset <= ideal <= max_offset:
+            return ideal
+        # Reported home r = (home_raw - offset) mod res must keep [r + range_min, r + range_max] in 0..res-1.
+        offsets = np.arange(-max_offset, max_offset + 1)
+        rep_home = (self.home_raw - offsets) % res
+        ok = (rep_home + self.range_min >= 0) & (rep_home + self.range_max <= res - 1)
+        if not ok.any():
+            raise ConfigError(f"{self.name}: its range of motion ({self.range_max - self.range_min} ticks) crosses the "
+                              f"encoder wrap and no homing offset within +-{max_offset} ticks moves it off: remount the "
+                              "servo horn a quarter turn (or the joint's zero pose) and calibrate again")
+        dist = np.abs(wrap_centered(offsets[ok] - ideal, res))
+        return int(offsets[ok][np.argmin(dist)])
 
 
 def calibrate_joint(name: str, home_raw: int, sweep_raw: np.ndarray, direction: int = 1,

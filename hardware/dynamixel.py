@@ -123,6 +123,8 @@ class DynamixelBus(ServoBus):
     DEFAULT_BAUDRATE = 1_000_000
     MODELS = DYNAMIXEL_MODELS
     HOMING_SIGN = -1  # the servo adds its offset: write the negated project offset
+    MAX_HOMING_OFFSET = 1024  # X series: larger offsets are ignored in position control mode
+    POSITION_MODE = 3
 
     def _sdk(self) -> Any:
         import dynamixel_sdk

@@ -18,6 +18,8 @@ SIGHUP and interpreter exit, see ``shutdown``) turns torque off.
 
 from __future__ import annotations
 
+import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -37,6 +39,33 @@ from robot_learning.hardware.teleop import Teleop
 from robot_learning.runtime.safety import FeatureLimits, SafetyConfig
 
 NAMES = JOINTS + (GRIPPER,)
+_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+def _block_signals():
+    """Defer Ctrl-C / SIGTERM / SIGHUP (main thread only): returns what ``_unblock_signals`` needs to
+    restore the handlers and re-deliver the signals that arrived meanwhile."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    pending: list[int] = []
+    previous = {}
+    for sig in _SIGNALS:
+        prev = signal.getsignal(sig)
+        if prev in (signal.SIG_IGN, None):
+            continue
+        previous[sig] = prev
+        signal.signal(sig, lambda signum, frame: pending.append(signum))
+    return previous, pending
+
+
+def _unblock_signals(blocked) -> None:
+    if blocked is None:
+        return
+    previous, pending = blocked
+    for sig, prev in previous.items():
+        signal.signal(sig, prev)
+    for sig in dict.fromkeys(pending):
+        signal.raise_signal(sig)
 
 
 @dataclass(frozen=True)
@@ -49,7 +78,10 @@ class ServoArmConfig:
     per transaction (3: a silent servo is reported after ~50 ms).
     ``max_read_age_s``: a read that fails even after the retries (a burst of corrupted packets)
     hands out the previous reading, with its own older capture time, as long as it is at most this
-    old; past that the arm is faulted (``DeviceFaultError``) and the runtime stops it."""
+    old; past that the arm is faulted (``DeviceFaultError``) and the runtime stops it. (A silent servo
+    costs a whole read of retries, ~50 ms, so this covers corrupted answers, not a dead servo.)
+    ``max_outside_range_rad``: connecting refuses an arm resting further than this outside its
+    calibrated range (torque on would pull it back in one jump)."""
 
     port: str
     arm_id: str = "default"
@@ -57,8 +89,8 @@ class ServoArmConfig:
     watchdog_s: float | None = 0.1
     timeout_s: float | None = None
     retries: int = 3
-    torque_off_on_disconnect: bool = True
     max_read_age_s: float = 0.05
+    max_outside_range_rad: float = 0.2
 
     def __post_init__(self) -> None:
         if not self.port:
@@ -227,34 +259,57 @@ class ServoArm(Robot):
     def _connect(self) -> None:
         self._cb.open()
         try:
-            bus = self.bus
+            bus, cal = self.bus, self.calibration
+            for n in NAMES:  # single-turn position control: the mode the EEPROM limits apply in
+                if bus.read("operating_mode", n) != bus.POSITION_MODE:
+                    bus.write_eeprom(n, {"operating_mode": bus.POSITION_MODE})
             raw = bus.sync_read("present_position", NAMES)
+            self._check_in_range(raw)
             self._last_raw, self._last_q, self._last_t = raw, None, None
-            bus.sync_write("goal_position", raw)         # no jump: the goal is where the arm is
+            bus.sync_write("goal_position", self._clip(raw))   # no jump: the goal is where the arm is
             bus.set_torque(True)
             self._watchdog_on = self.config.watchdog_s is not None and bus.set_watchdog(self.config.watchdog_s)
             self._last_io_ns = self.clock.now_ns()
-            self._gripper_cmd = self.calibration.gripper_fraction(raw[GRIPPER])
+            self._gripper_cmd = cal.gripper_fraction(raw[GRIPPER])
         except BaseException:
             self.bus.disconnect()
             raise
         shutdown.register(self)
 
+    def _clip(self, raw: Mapping[str, int]) -> dict[str, int]:
+        """Raw goals clipped to the calibrated ranges (the servos' EEPROM limits)."""
+        out = {}
+        for n, v in raw.items():
+            c = self.calibration.joints[n]
+            out[n] = int(np.clip(v, c.home_raw + c.range_min, c.home_raw + c.range_max))
+        return out
+
+    def _check_in_range(self, raw: Mapping[str, int]) -> None:
+        for n, v in raw.items():
+            c = self.calibration.joints[n]
+            ticks = max(c.home_raw + c.range_min - v, v - c.home_raw - c.range_max, 0)
+            if ticks * c.rad_per_tick > self.config.max_outside_range_rad:
+                raise ConfigError(f"{self.name}: {n} rests {np.degrees(ticks * c.rad_per_tick):.0f} deg outside its "
+                                  "calibrated range: move it inside by hand, or recalibrate")
+
     def _disconnect(self) -> None:
-        shutdown.unregister(self)
+        """Watchdog off, torque off, port closed; Ctrl-C / SIGTERM / SIGHUP are deferred meanwhile so a
+        second signal cannot leave torque on (the exit hook stays registered until torque is off)."""
+        blocked = _block_signals()
         bus = self.bus
         try:
             if bus.is_connected:
-                try:
-                    bus.set_watchdog(None)
-                except Exception:  # noqa: BLE001 - best effort on the way out
-                    pass
-                if self.config.torque_off_on_disconnect:
-                    bus.set_torque(False)
-        except Exception:  # noqa: BLE001 - the bus may be gone (unplugged): closing must still happen
-            pass
+                for step in (lambda: bus.set_watchdog(None), lambda: bus.set_torque(False)):
+                    try:
+                        step()
+                    except Exception:  # noqa: BLE001 - the bus may be gone (unplugged): go on closing
+                        pass
         finally:
-            bus.disconnect()
+            try:
+                bus.disconnect()                            # also torque off, best effort
+            finally:
+                shutdown.unregister(self)
+                _unblock_signals(blocked)
 
     def emergency_torque_off(self) -> None:
         """Signal / exit path (``shutdown``): torque off, close the port, never raise."""
@@ -318,7 +373,7 @@ class ServoArm(Robot):
             self._bus_io()
         except DeviceFaultError:
             pass  # the fault path: write the hold anyway (a sync write needs no answer)
-        goals = dict(self._last_raw)
+        goals = self._clip(self._last_raw)
         goals[GRIPPER] = self.calibration.goal_raw(np.zeros(len(JOINTS)), self._gripper_cmd)[GRIPPER]
         self.bus.sync_write("goal_position", goals)
         return self._executed(goals)

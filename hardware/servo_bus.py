@@ -15,7 +15,7 @@ so a late or corrupted reply is never taken for the next answer (Feetech's SDK n
 
 **Timeouts**: the SDKs wait 2 x LATENCY_TIMER (16 ms) + 2 ms plus the byte time per status
 packet. Here a try waits ``timeout_s`` (default 12 ms) plus the reply's byte time (0.01 ms a byte
-at 1 Mbaud): with 2 retries a silent servo is reported ~40 ms after the transaction starts. Set
+at 1 Mbaud): with 3 retries a silent servo is reported ~50 ms after the transaction starts. Set
 USB adapters' latency to 1 ms (FTDI: ``/sys/bus/usb-serial/devices/ttyUSB0/latency_timer``;
 CH340/CH343 forward within ~1-2 ms); servo return delays (2 us units, factory 250) stay far below.
 """
@@ -34,7 +34,7 @@ from robot_learning.errors import ConfigError, DeviceFaultError
 from robot_learning.hardware.device import Device
 
 T = TypeVar("T")
-DEFAULT_RETRIES = 2
+DEFAULT_RETRIES = 3
 DEFAULT_TIMEOUT_S = 0.012  # per try, plus the byte time of the reply
 _SETTLE_STEP_S, _SETTLE_MAX_S = 0.0005, 0.003
 
@@ -518,11 +518,16 @@ class ServoBus(Device):
             raise ConfigError.expected(f"{self.name} {what} of {name}", f"{lo}..{hi} ticks", value)
         return int(value)
 
+    #: the largest homing offset (ticks, either sign) the servos apply
+    MAX_HOMING_OFFSET = 2047
+    #: ``operating_mode`` value of single-turn position control (the mode EEPROM limits apply in)
+    POSITION_MODE = 0
+
     def write_homing_offset(self, name: str, offset_ticks: int) -> None:
         """EEPROM homing offset in the project convention ``reported = raw - offset_ticks``
         (``calibration.servo_homing_offset``); leaves torque off (the goal's frame changes)."""
-        res = self.resolution(name)
-        offset = self._check_ticks(name, "homing offset", offset_ticks, -(res - 1), res - 1)
+        m = self.MAX_HOMING_OFFSET
+        offset = self._check_ticks(name, "homing offset", offset_ticks, -m, m)
         self.write_eeprom(name, {"homing_offset": self.HOMING_SIGN * offset})
 
     def read_homing_offset(self, name: str) -> int:

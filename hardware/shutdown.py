@@ -2,7 +2,7 @@
 
 Drivers ``register`` a device when it connects and ``unregister`` it when it disconnects. The
 first registration installs handlers for SIGTERM and SIGHUP (main thread only; earlier handlers
-are kept and chained) that raise ``SystemExit`` in the main thread, so the control runtime's
+are kept and chained; a signal ignored on purpose, as under ``nohup``, stays ignored) that raise ``SystemExit`` in the main thread, so the control runtime's
 ``finally`` holds the robot, the recorder closes its episode, and context managers disconnect
 (torque off) exactly as on Ctrl-C. An ``atexit`` hook turns torque off on whatever is still
 registered when the interpreter exits. Devices implement ``emergency_torque_off()`` (never raises).
@@ -45,7 +45,9 @@ def _install() -> None:
     if not _signals_installed and threading.current_thread() is threading.main_thread():
         for s in SIGNALS:
             prev = signal.getsignal(s)
-            _previous[s] = prev if prev not in (signal.SIG_DFL, signal.SIG_IGN, None) else None
+            if prev == signal.SIG_IGN:
+                continue  # ignored on purpose (nohup): leave it so
+            _previous[s] = prev if prev not in (signal.SIG_DFL, None) else None
             signal.signal(s, _on_signal)
         _signals_installed = True
 

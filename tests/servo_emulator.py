@@ -19,7 +19,8 @@ Dynamixel ``(physical + offset) mod 4096`` (offset two's complement): real X ser
 
 Rules: Feetech EEPROM (addresses < 40) keeps its old value unless Lock (55) is 0; read-only
 addresses (0..4, 56..) ignore writes. Dynamixel answers "access error" (7) to EEPROM (< 64) writes
-with torque on, to read-only addresses and to goal writes while the bus watchdog is tripped.
+with torque on, to read-only addresses and to goal writes while the bus watchdog is tripped, and
+"data range error" (4) to a homing offset outside +-1024 (the X series' limit).
 Dynamixel bus watchdog (98, 1..127 x 20 ms, only with torque on): when no instruction packet
 addressed to the servo (its id, or listed in a sync/bulk packet, or a broadcast ping/action)
 arrived for that long, the servo stops (goal := present, at the exact deadline) and 98 becomes
@@ -50,7 +51,7 @@ DYNAMIXEL_MODELS = {"xl330-m077": 1190, "xl330-m288": 1200, "xl430-w250": 1060, 
 PING, READ, WRITE, REG_WRITE, ACTION, SYNC_READ, SYNC_WRITE, BULK_READ = 1, 2, 3, 4, 5, 0x82, 0x83, 0x92
 BROADCAST = 0xFE
 MARK_ID = 253  # ServoEmulator.sync's marker (never a servo id)
-DXL_ACCESS_ERROR, DXL_INSTRUCTION_ERROR, DXL_ALERT = 0x07, 0x02, 0x80
+DXL_ACCESS_ERROR, DXL_INSTRUCTION_ERROR, DXL_DATA_RANGE_ERROR, DXL_ALERT = 0x07, 0x02, 0x04, 0x80
 
 
 # ---------------------------------------------------------------------------- codecs
@@ -342,6 +343,11 @@ class EmulatedServo:
             return DXL_ACCESS_ERROR
         if span & _DXL_GOALS and self.registers[98] == 0xFF:
             return DXL_ACCESS_ERROR
+        off_addr, off_size = self._lay.offset
+        if addr == off_addr and len(data) >= off_size:  # X series: homing offset limited to +-1024
+            value = int.from_bytes(data[:off_size], "little", signed=True)
+            if not -1024 <= value <= 1024:
+                return DXL_DATA_RANGE_ERROR
         self.registers[addr:addr + len(data)] = data
         return 0
 

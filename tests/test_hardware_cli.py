@@ -147,5 +147,5 @@ def test_teleoperate_sim_twin_with_leader_arm(cal_dir):
     assert rc == 0
     s = json.loads(out.strip().splitlines()[-1])
     assert s["ticks"] >= 20 and s["holds"] < 5          # the twin runs at its task's rate (lift: 10 Hz)
-    # The twin converged on the leader's pose (the runtime's velocity cap limits how fast).
-    assert s["tracking_err_rad_p50"] < 0.05
+    # The twin converged on the leader's pose (same joint names, signs and units), within its velocity cap.
+    np.testing.assert_allclose(s["final_joint_pos_rad"], target, atol=0.03)

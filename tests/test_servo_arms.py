@@ -62,6 +62,7 @@ def sweep_and_calibrate(emu: ServoEmulator, spec, arm_id: str, cal_dir, pose=FOL
                 for r in np.linspace(rel, target, 12)[1:]:
                     emu.servo(ids[n]).set_physical(int(round(home + r)) % RES)
                     time.sleep(0.006)
+                time.sleep(0.03)  # rest at each end, as a hand does: the sampler sees it
         time.sleep(0.03)
         done.set()
 
@@ -79,27 +80,58 @@ def cal_dir(tmp_path, monkeypatch):
     return d
 
 
-@pytest.mark.parametrize("kind, protocol", [("so101", "feetech"), ("koch", "dynamixel")])
-def test_calibration_across_the_encoder_wrap(kind, protocol, cal_dir):
+# Koch: Dynamixel X servos apply homing offsets up to +-1024 only, so a range crossing the wrap must leave room
+# for an offset that moves it off (wrist_roll's 3000-tick range above cannot: see the next test).
+KOCH_POSE = {**FOLLOWER_POSE, "wrist_roll": (150, -1000, 1000)}
+
+
+@pytest.mark.parametrize("kind, protocol, pose", [("so101", "feetech", FOLLOWER_POSE),
+                                                  ("koch", "dynamixel", KOCH_POSE)])
+def test_calibration_across_the_encoder_wrap(kind, protocol, pose, cal_dir):
     spec = get_arm(kind)
     with ServoEmulator(protocol, servos_of(spec)) as emu:
-        cal = sweep_and_calibrate(emu, spec, "a", cal_dir)
-        for n, (home, lo, hi) in FOLLOWER_POSE.items():
+        cal = sweep_and_calibrate(emu, spec, "a", cal_dir, pose)
+        for n, (home, lo, hi) in pose.items():
             c = cal.joints[n]
             assert abs(c.range_min - lo) <= 2 and abs(c.range_max - hi) <= 2, (n, c)
+            assert abs(cal.homing_offsets[n]) <= (2047 if protocol == "feetech" else 1024)
         reloaded = ArmCalibration.load(calibration_path(spec.kind, "a", cal_dir))
         assert reloaded == cal
-        # The servos now report the middle of each range at mid-scale: no reading inside the range wraps.
+        # The servos now report every position of the range without wrapping (Feetech: its middle at
+        # mid-scale), and the EEPROM limits are the range.
         with make_bus(spec, emu.port) as bus:
-            for n, (home, lo, hi) in FOLLOWER_POSE.items():
+            for n, (home, lo, hi) in pose.items():
+                sid = spec.motor_map[n].id
                 mid = (home + (lo + hi) // 2) % RES
-                emu.servo(spec.motor_map[n].id).set_physical(mid)
-                assert abs(bus.read("present_position", n) - RES // 2) <= 2, n
+                emu.servo(sid).set_physical(mid)
+                if protocol == "feetech":
+                    assert abs(bus.read("present_position", n) - RES // 2) <= 2, n
                 for rel in (lo, hi):
-                    emu.servo(spec.motor_map[n].id).set_physical((home + rel) % RES)
+                    emu.servo(sid).set_physical((home + rel) % RES)
                     rep = bus.read("present_position", n)
-                    assert 0 < rep < RES - 1
+                    assert 0 <= rep <= RES - 1
                     assert abs(float(cal.joints[n].raw_to_rad(rep)) - rel * 2 * math.pi / RES) < 3e-3
+                c = cal.joints[n]
+                assert bus.read("min_position_limit", n) == c.home_raw + c.range_min
+                assert bus.read("max_position_limit", n) == c.home_raw + c.range_max
+
+
+def test_dynamixel_range_that_no_offset_can_unwrap_is_refused(cal_dir):
+    spec = get_arm("koch")
+    with ServoEmulator("dynamixel", servos_of(spec)) as emu:
+        with pytest.raises(ConfigError, match=r"wrist_roll: its range of motion \(\d+ ticks\) crosses the encoder wrap"):
+            sweep_and_calibrate(emu, spec, "a", cal_dir, FOLLOWER_POSE)
+        assert not calibration_path("koch", "a", cal_dir).exists()
+        assert all(emu.servo(i).homing_offset == 0 for i in range(1, 7))   # nothing half-written
+
+
+def test_joint_that_did_not_move_is_refused_before_any_eeprom_write(cal_dir):
+    spec = get_arm("so101")
+    pose = {**FOLLOWER_POSE, "elbow_flex": (1000, 0, 0)}
+    with ServoEmulator("feetech", servos_of(spec)) as emu:
+        with pytest.raises(ConfigError, match="elbow_flex moved only 0 ticks"):
+            sweep_and_calibrate(emu, spec, "a", cal_dir, pose)
+        assert all(emu.servo(i).homing_offset == 0 for i in range(1, 7))
 
 
 def test_leader_drives_follower_for_10s_recorded(cal_dir, tmp_path):
@@ -215,6 +247,8 @@ def test_missing_calibration_and_mismatched_offsets_are_clear_errors(cal_dir):
         with pytest.raises(ConfigError, match="wrist_roll.*homing offset 123"):
             ServoArm(spec, ServoArmConfig(emu.port, "x")).connect()
         assert not any(emu.servo(i).torque_enabled for i in range(1, 7))
+        with make_bus(spec, emu.port) as bus:   # the failed connects released the port (it is locked while open)
+            assert bus.ping("gripper")
 
 
 def test_sigterm_turns_torque_off(cal_dir, tmp_path):

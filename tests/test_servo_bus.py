@@ -209,7 +209,8 @@ def test_sync_write_goal_moves_toward_it_and_reaches_it(rig):
 def test_homing_offset_follows_the_project_convention(rig, proto):
     emu, bus = rig()
     emu.servo(1).set_physical(1000)
-    for offset, reported in [(300, 700), (-300, 1300), (1200, 3896), (0, 1000)]:
+    big = 1200 if proto == "feetech" else 1024   # Dynamixel X applies +-1024 at most
+    for offset, reported in [(300, 700), (-300, 1300), (big, (1000 - big) % 4096), (0, 1000)]:
         bus.write_homing_offset("a", offset)
         assert bus.read("present_position", "a") == reported
         raw = bus.read("homing_offset", "a")
@@ -217,13 +218,15 @@ def test_homing_offset_follows_the_project_convention(rig, proto):
     assert not emu.servo(1).torque_enabled
     if proto == "feetech":
         assert bus.read("lock", "a") == 1
+    with pytest.raises(ConfigError, match="homing offset"):
+        bus.write_homing_offset("a", bus.MAX_HOMING_OFFSET + 1)
 
 
 def test_calibration_offset_keeps_the_range_off_the_wrap(rig):
     emu, bus = rig()
     sweep = [3800, 3950, 4090, 100, 300, 500]  # physical ticks, across the wrap
     cal = calibrate_joint("a", home_raw=4000, sweep_raw=sweep)
-    bus.write_homing_offset("a", cal.servo_homing_offset())
+    bus.write_homing_offset("a", cal.servo_homing_offset(bus.MAX_HOMING_OFFSET))
     seen = []
     for raw in sweep:
         emu.servo(1).set_physical(raw)
@@ -327,7 +330,7 @@ def test_vanished_motor_is_reported_within_100_ms(rig):
     emu.disappear(2)
     t0 = time.perf_counter()
     with pytest.raises(DeviceFaultError, match=r"sync_read present_position: no valid answer from b \(id 2\) "
-                                               r"after 3 tries: \[TxRxResult\] There is no status packet!"):
+                                               r"after 4 tries: \[TxRxResult\] There is no status packet!"):
         bus.sync_read("present_position")
     elapsed = time.perf_counter() - t0
     print(f"\n{bus.protocol}: vanished servo reported after {elapsed * 1e3:.1f} ms")

@@ -96,7 +96,7 @@ def _snapshots(cams: list[dict], out: Path) -> None:
 
 # --- calibrate -----------------------------------------------------------------------------
 def run_calibrate(cfg: CalibrateConfig) -> int:
-    from robot_learning.hardware.arm_calibration import calibration_path, record_calibration
+    from robot_learning.hardware.arm_calibration import calibration_path, check_writable, record_calibration
     from robot_learning.hardware.arms import get_arm, make_bus
 
     spec = get_arm(cfg.robot)
@@ -124,7 +124,7 @@ def run_calibrate(cfg: CalibrateConfig) -> int:
     bus.connect()
     try:
         cal = record_calibration(bus, spec, cfg.id, wait_for_zero_pose=zero_pose, sweep_done=done.is_set,
-                                 rate_hz=cfg.rate_hz, on_sample=show)
+                                 rate_hz=cfg.rate_hz, on_sample=show, check_writable=lambda: check_writable(path))
     finally:
         bus.disconnect()
     print(file=sys.stderr)
@@ -144,15 +144,16 @@ class TrackingSink:
     def __init__(self):
         self.errors: list[float] = []
         self._prev = None
-        self.intervention_ticks = 0
+        self.final_joint_pos_rad: list[float] | None = None
 
     def on_tick(self, tick) -> None:
         obs = tick.observation
-        if obs is not None and self._prev is not None and "joint_pos_rad" in obs.values:
+        if obs is not None and "joint_pos_rad" in obs.values:
             q = np.asarray(obs.values["joint_pos_rad"], dtype=np.float64)
-            self.errors.append(float(np.max(np.abs(q - self._prev))))
+            if self._prev is not None:
+                self.errors.append(float(np.max(np.abs(q - self._prev))))
+            self.final_joint_pos_rad = [round(float(v), 4) for v in q]
         self._prev = np.asarray(tick.executed["joint_pos_rad"], dtype=np.float64)
-        self.intervention_ticks += int(tick.intervention)
 
     def close(self) -> None:
         pass
@@ -215,18 +216,20 @@ def run_teleoperate(cfg: TeleoperateConfig) -> int:
             events.extend(rig.teleop.poll_events())
             return EpisodeEvent.STOP in events
 
-        runtime = rig.runtime(TeleopSource(rig.teleop), sinks, task=cfg.task)
+        # Plain teleop: every tick is the human's, none is a takeover from a policy.
+        runtime = rig.runtime(TeleopSource(rig.teleop, report_intervention=False), sinks, task=cfg.task)
         if recorder is not None:
             recorder.start_episode()
         episode = None
         try:
             stats = runtime.run(duration_s=cfg.duration_s, should_stop=should_stop)
-        except DeviceError as e:
-            # The runtime held the robot; keep what was recorded up to the fault, marked as such.
+        except (DeviceError, SystemExit, KeyboardInterrupt) as e:
+            # The runtime held the robot; keep what was recorded up to a fault or a SIGTERM, marked as such.
             if recorder is not None:
+                why = f"a device fault: {e}" if isinstance(e, DeviceError) else f"signal (exit {e})"
                 recorder.end_episode(keep=True, task=cfg.task or "", operator_notes=f"{cfg.teleop} teleop; ended by "
-                                     f"a device fault: {e}")
-                print(f"\nthe episode up to the fault is kept in {cfg.record}", file=sys.stderr)
+                                     f"{why}")
+                print(f"\nthe episode up to here is kept in {cfg.record}", file=sys.stderr)
             raise
         if recorder is not None:
             rec = recorder.end_episode(keep=True, task=cfg.task or "", operator_notes=f"{cfg.teleop} teleop")
@@ -238,7 +241,7 @@ def run_teleoperate(cfg: TeleoperateConfig) -> int:
         finally:
             rig.close()
     summary = {"robot": cfg.robot, "teleop": cfg.teleop, "wall_s": round(time.perf_counter() - t0, 2),
-               **stats.summary(), **tracking.summary(), "interventions_ticks": tracking.intervention_ticks}
+               **stats.summary(), **tracking.summary(), "final_joint_pos_rad": tracking.final_joint_pos_rad}
     bus = getattr(rig.robot, "bus", None)
     if bus is not None:
         summary["bus"] = {"transactions": bus.stats.transactions, "retries": bus.stats.retries,

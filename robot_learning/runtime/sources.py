@@ -27,18 +27,20 @@ class ActionSource(Protocol):
 
 
 class TeleopSource:
-    """Actions from a Teleop device; ``intervention`` mirrors the device's takeover flag."""
+    """Actions from a Teleop device; ``intervention`` mirrors the device's takeover flag (unless
+    ``report_intervention`` is False: plain teleop, where no policy is there to take over from)."""
 
-    def __init__(self, teleop):
+    def __init__(self, teleop, report_intervention: bool = True):
         self.teleop = teleop
         self.action_features = teleop.action_features
+        self.report_intervention = report_intervention
 
     def reset(self) -> None:
         self.teleop.poll_events()  # drop events from before the run
 
     @property
     def intervention(self) -> bool:
-        return self.teleop.intervention
+        return self.report_intervention and self.teleop.intervention
 
     def next_action(self, observation: Observation) -> Stamped[Action] | None:
         return self.teleop.get_action(observation)
