@@ -275,3 +275,65 @@ def test_sigterm_turns_torque_off(cal_dir, tmp_path):
         finally:
             p.kill()
         assert not any(emu.servo(i).torque_enabled for i in range(1, 7))
+
+
+def test_koch_pair_tracks_and_its_bus_watchdog_is_rearmed_after_a_pause(cal_dir):
+    """Koch (Dynamixel) follower + leader through the runtime; a host pause longer than the servos' own bus
+    watchdog stops them (their watchdog trips), and the arm re-arms it and follows again."""
+    spec_f, spec_l = get_arm("koch"), get_arm("koch-leader")
+    with ServoEmulator("dynamixel", servos_of(spec_f)) as fol, ServoEmulator("dynamixel", servos_of(spec_l)) as lead:
+        cal_f = sweep_and_calibrate(fol, spec_f, "f", cal_dir, KOCH_POSE)
+        cal_l = sweep_and_calibrate(lead, spec_l, "l", cal_dir, {**LEADER_POSE, "wrist_roll": (4000, -1000, 1000)})
+        arm = ServoArm(spec_f, ServoArmConfig(fol.port, "f", watchdog_s=0.1))
+        leader = LeaderArm(spec_l, ServoArmConfig(lead.port, "l", watchdog_s=None), action_features=arm.action_features)
+
+        def put_leader(q, g=0.5):
+            goals = cal_l.goal_raw(np.asarray(q), g)
+            for n in NAMES:
+                lead.servo(spec_l.motor_map[n].id).set_physical((goals[n] + cal_l.homing_offsets[n]) % RES)
+
+        def follower_rad():
+            return cal_f.joint_rad({n: fol.servo(spec_f.motor_map[n].id).present for n in NAMES})
+
+        with arm, leader:
+            assert fol.servo(1).registers[98] == 5            # 100 ms in 20 ms units
+            rt = ControlRuntime(arm, TeleopSource(leader), RuntimeConfig(rate_hz=50))
+            put_leader([0.3, -0.2, 0.25, 0.1, -0.3])
+            rt.run(duration_s=1.5)
+            np.testing.assert_allclose(follower_rad(), [0.3, -0.2, 0.25, 0.1, -0.3], atol=0.01)
+            time.sleep(0.3)                                     # the host goes quiet: the servos' watchdog trips
+            assert fol.servo(1).registers[98] == 0xFF
+            put_leader([-0.2, 0.2, -0.1, 0.0, 0.2])
+            rt.run(duration_s=1.5)
+            assert arm.watchdog_rearms >= 1
+            np.testing.assert_allclose(follower_rad(), [-0.2, 0.2, -0.1, 0.0, 0.2], atol=0.01)
+
+
+def test_sigterm_during_teleoperate_keeps_the_episode_and_turns_torque_off(cal_dir, tmp_path):
+    from robot_learning.datasets.store import EpisodeStore
+
+    spec_f, spec_l = get_arm("so101"), get_arm("so101-leader")
+    with ServoEmulator("feetech", servos_of(spec_f)) as fol, ServoEmulator("feetech", servos_of(spec_l)) as lead:
+        sweep_and_calibrate(fol, spec_f, "f", cal_dir, FOLLOWER_POSE)
+        sweep_and_calibrate(lead, spec_l, "l", cal_dir, LEADER_POSE)
+        ds = tmp_path / "ds"
+        p = subprocess.Popen([sys.executable, "-m", "robot_learning", "teleoperate", "--robot", "so101",
+                              "--robot-port", fol.port, "--robot-id", "f", "--teleop", "so101-leader",
+                              "--teleop-port", lead.port, "--teleop-id", "l", "--record", str(ds), "--json"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "ROBOT_LEARNING_CALIBRATION": str(cal_dir)})
+        try:
+            deadline = time.monotonic() + 60
+            while not fol.servo(1).torque_enabled:
+                assert time.monotonic() < deadline and p.poll() is None, p.stderr.read() if p.poll() else "timeout"
+                time.sleep(0.05)
+            time.sleep(1.5)
+            p.send_signal(signal.SIGTERM)
+            out, err = p.communicate(timeout=30)
+        finally:
+            p.kill()
+        assert p.returncode == 128 + signal.SIGTERM, err
+        assert not any(fol.servo(i).torque_enabled for i in range(1, 7))
+    store = EpisodeStore.open(ds)
+    assert len(store.episodes) == 1 and "signal" in store.episodes[0].operator_notes
+    assert len(store.stream_times(store.episodes[0], "robot")) > 40
