@@ -128,8 +128,9 @@ def run_info(cfg: DatasetInfoConfig) -> int:
     if cfg.json:
         print(json.dumps(info))
         return 0
+    robot = {k: (v if k not in ("calibration", "cameras") else "stored") for k, v in info["robot"].items()}
     print(f"{info['path']}: {info['episodes']} episodes ({info['success']} successful), {info['ticks']} ticks at "
-          f"{info['fps']:g} Hz, robot {info['robot']}, tasks {info['tasks']}, dropped ticks {info['dropped_ticks']}")
+          f"{info['fps']:g} Hz, robot {robot}, tasks {info['tasks']}, dropped ticks {info['dropped_ticks']}")
     for name, s in info["streams"].items():
         feats = ", ".join(f"{f['name']} {tuple(f['shape'])} {f['dtype']} [{f['units']}]" for f in s["features"])
         print(f"  {name:<14} {s['rows']:>7} rows  {s['measured_rate_hz'] or 0:>6.1f} Hz  {feats}")

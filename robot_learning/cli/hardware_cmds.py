@@ -170,8 +170,8 @@ class StatusLine:
 
     def __init__(self, rig, tracking: TrackingSink, stream=sys.stderr):
         self.rig, self.tracking, self.stream = rig, tracking, stream
-        self._t0 = self._last = time.monotonic()
-        self._ticks = 0
+        self._last = time.monotonic()
+        self._ticks = self._last_ticks = 0
         self._holds = 0
 
     def on_tick(self, tick) -> None:
@@ -180,11 +180,12 @@ class StatusLine:
         now = time.monotonic()
         if now - self._last < 0.5:
             return
-        self._last = now
+        rate = (self._ticks - self._last_ticks) / (now - self._last)   # over the last half second
+        self._last, self._last_ticks = now, self._ticks
         bus = getattr(self.rig.robot, "bus", None)
         errs = f"  bus errors {bus.stats.errors}" if bus is not None else ""
         err = self.tracking.errors[-1] if self.tracking.errors else float("nan")
-        print(f"\r{self._ticks / (now - self._t0):5.1f} Hz  ticks {self._ticks}  holds {self._holds}  tracking "
+        print(f"\r{rate:5.1f} Hz  ticks {self._ticks}  holds {self._holds}  tracking "
               f"{np.degrees(err):5.2f} deg{errs}  takeover {'yes' if tick.intervention else 'no '}", end="",
               file=self.stream, flush=True)
 
