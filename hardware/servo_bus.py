@@ -26,16 +26,20 @@ import fcntl
 import threading
 import time
 from abc import abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
-from robot_learning.core.clock import NS_PER_S, Clock
+from robot_learning.core.clock import Clock
 from robot_learning.errors import ConfigError, DeviceFaultError
 from robot_learning.hardware.device import Device
 
+from robot_learning.hardware.servo_retry import (DEFAULT_TIMEOUT_S, BusStats, LowLatencyPort, TryFailed,
+                                                 run_with_retries)
+
 T = TypeVar("T")
 DEFAULT_RETRIES = 3
-DEFAULT_TIMEOUT_S = 0.012  # per try, plus the byte time of the reply
+__all__ = ["BusStats", "LowLatencyPort", "ModelSpec", "Motor", "Register", "RegisterTable", "ServoBus", "TryFailed",
+           "run_with_retries"]
 _SETTLE_STEP_S, _SETTLE_MAX_S = 0.0005, 0.003
 
 
@@ -94,92 +98,6 @@ class ModelSpec:
     number: int
     resolution: int
     table: RegisterTable
-
-
-@dataclass
-class BusStats:
-    """Counters of one bus. ``errors``: failed tries of any kind (``errors_by_kind``);
-    ``retries``: tries after a failed one; ``failures``: transactions that failed after all
-    their tries. Durations (s) are of whole transactions, retries included."""
-
-    transactions: int = 0
-    retries: int = 0
-    errors: int = 0
-    failures: int = 0
-    errors_by_kind: dict[str, int] = field(default_factory=dict)
-    last_error: str | None = None
-    last_duration_s: float = 0.0
-    max_duration_s: float = 0.0
-    total_duration_s: float = 0.0
-
-    def record_error(self, kind: str, text: str) -> None:
-        self.errors += 1
-        self.errors_by_kind[kind] = self.errors_by_kind.get(kind, 0) + 1
-        self.last_error = text
-
-    @property
-    def mean_duration_s(self) -> float:
-        return self.total_duration_s / self.transactions if self.transactions else 0.0
-
-
-class TryFailed(Exception):
-    """One failed try: ``kind`` (stats key), SDK ``text``, the ``ids`` that did not answer,
-    ``unread`` (sync read: not read because an earlier motor failed), whether a retry can help."""
-
-    def __init__(self, kind: str, text: str, ids: Sequence[int] = (), retry: bool = True,
-                 unread: Sequence[int] = ()):
-        super().__init__(text)
-        self.kind, self.text, self.ids, self.retry, self.unread = kind, text, tuple(ids), retry, tuple(unread)
-
-
-def run_with_retries(attempt: Callable[[], T], *, stats: BusStats, retries: int, device: str,
-                     describe: Callable[[TryFailed, int], str], between: Callable[[], None] | None = None,
-                     clock: Clock | None = None) -> T:
-    """THE retry policy: ``attempt`` up to ``1 + retries`` times, each ``TryFailed`` counted in
-    ``stats``, ``between`` run before every retry; a failure with ``retry=False`` ends at once.
-    Raises ``DeviceFaultError(device, describe(last_failure, tries))`` (its ``failure``
-    attribute: that ``TryFailed``) when no try succeeded."""
-    now = clock.now_ns if clock is not None else time.monotonic_ns
-    t0, tries = now(), 0
-    stats.transactions += 1
-    try:
-        while True:
-            tries += 1
-            try:
-                return attempt()
-            except TryFailed as failure:
-                stats.record_error(failure.kind, failure.text)
-                if not failure.retry or tries > retries:
-                    stats.failures += 1
-                    stats.last_error = describe(failure, tries)
-                    error = DeviceFaultError(device, stats.last_error)
-                    error.failure = failure
-                    raise error from None
-                stats.retries += 1
-                if between is not None:
-                    between()
-    finally:
-        dt = (now() - t0) / NS_PER_S
-        stats.last_duration_s, stats.total_duration_s = dt, stats.total_duration_s + dt
-        stats.max_duration_s = max(stats.max_duration_s, dt)
-
-
-class LowLatencyPort:
-    """Mixed in front of an SDK ``PortHandler``: monotonic time (the SDKs use wall time), a
-    status timeout of ``rx_timeout_ms`` plus the byte time (not 2 x 16 ms + 2 ms), and a
-    ``clearPort`` that drops stale input (Feetech's SDK flushes the output instead)."""
-
-    rx_timeout_ms: float = DEFAULT_TIMEOUT_S * 1e3
-
-    def getCurrentTime(self) -> float:  # noqa: N802 - SDK name; ms
-        return time.monotonic_ns() / 1e6
-
-    def setPacketTimeout(self, packet_length: int) -> None:  # noqa: N802
-        self.packet_start_time = self.getCurrentTime()
-        self.packet_timeout = self.tx_time_per_byte * packet_length + self.rx_timeout_ms
-
-    def clearPort(self) -> None:  # noqa: N802
-        self.ser.reset_input_buffer()
 
 
 def _fmt(names_ids: Sequence[tuple[str, int]]) -> str:
