@@ -7,7 +7,7 @@ from typing import Mapping
 
 import numpy as np
 
-from robot_learning.core.features import FeatureSet
+from robot_learning.core.features import FeatureKind, FeatureSet, FeatureSpec
 from robot_learning.core.frame import Action
 from robot_learning.core.stamped import Stamped
 from robot_learning.runtime.safety import SafetyConfig
@@ -67,3 +67,24 @@ class Robot(Device):
 
     @abstractmethod
     def _stop(self) -> None: ...
+
+
+def arm_features(joints: tuple[str, ...], end_effector: bool = True) -> tuple[FeatureSet, FeatureSet]:
+    """State and action features of a joint-position arm with a gripper (the sim twins and the real
+    servo arms share them): state ``joint_pos_rad``, ``joint_vel_rad_s``, ``gripper_pos`` (0 open ..
+    1 closed) and, with ``end_effector``, ``ee_pos_m`` / ``ee_quat_wxyz``; action ``joint_pos_rad``,
+    ``gripper_pos``."""
+    n = len(joints)
+    state = [
+        FeatureSpec("joint_pos_rad", (n,), "float32", FeatureKind.STATE, "rad", joints),
+        FeatureSpec("joint_vel_rad_s", (n,), "float32", FeatureKind.STATE, "rad/s", joints),
+        FeatureSpec("gripper_pos", (1,), "float32", FeatureKind.STATE, "1"),
+    ]
+    if end_effector:
+        state += [FeatureSpec("ee_pos_m", (3,), "float32", FeatureKind.STATE, "m", ("x", "y", "z")),
+                  FeatureSpec("ee_quat_wxyz", (4,), "float32", FeatureKind.STATE, "1", ("w", "x", "y", "z"))]
+    action = FeatureSet([
+        FeatureSpec("joint_pos_rad", (n,), "float32", FeatureKind.ACTION, "rad", joints),
+        FeatureSpec("gripper_pos", (1,), "float32", FeatureKind.ACTION, "1"),
+    ])
+    return FeatureSet(state), action

@@ -27,14 +27,14 @@ from typing import Mapping
 import numpy as np
 
 from robot_learning.core.clock import NS_PER_S, Clock
-from robot_learning.core.features import FeatureKind, FeatureSet, FeatureSpec
+from robot_learning.core.features import FeatureSet
 from robot_learning.core.frame import Action, Observation
 from robot_learning.core.stamped import Stamped
 from robot_learning.errors import ConfigError, DeviceFaultError
 from robot_learning.hardware import shutdown
 from robot_learning.hardware.arm_calibration import ArmCalibration, calibration_path
 from robot_learning.hardware.arms import GRIPPER, JOINTS, ArmSpec, make_bus
-from robot_learning.hardware.robot import Robot
+from robot_learning.hardware.robot import Robot, arm_features
 from robot_learning.hardware.teleop import Teleop
 from robot_learning.runtime.safety import FeatureLimits, SafetyConfig
 
@@ -104,22 +104,8 @@ class ServoArmConfig:
 
 
 def _features(spec: ArmSpec) -> tuple[FeatureSet, FeatureSet]:
-    if spec.twin is not None:
-        from robot_learning.sim.robots import get_robot_model
-        from robot_learning.sim.sim_robot import robot_features
-
-        return robot_features(get_robot_model(spec.twin))
-    n = len(JOINTS)
-    state = FeatureSet([
-        FeatureSpec("joint_pos_rad", (n,), "float32", FeatureKind.STATE, "rad", JOINTS),
-        FeatureSpec("joint_vel_rad_s", (n,), "float32", FeatureKind.STATE, "rad/s", JOINTS),
-        FeatureSpec("gripper_pos", (1,), "float32", FeatureKind.STATE, "1"),
-    ])
-    action = FeatureSet([
-        FeatureSpec("joint_pos_rad", (n,), "float32", FeatureKind.ACTION, "rad", JOINTS),
-        FeatureSpec("gripper_pos", (1,), "float32", FeatureKind.ACTION, "1"),
-    ])
-    return state, action
+    """The twin's features (end-effector pose from its model), or the same without the pose."""
+    return arm_features(JOINTS, end_effector=spec.twin is not None)
 
 
 class _Kinematics:

@@ -12,11 +12,11 @@ from typing import Mapping
 import mujoco
 import numpy as np
 
-from robot_learning.core.features import FeatureKind, FeatureSet, FeatureSpec
+from robot_learning.core.features import FeatureSet
 from robot_learning.core.frame import Action
 from robot_learning.core.stamped import Stamped
 from robot_learning.errors import ConfigError
-from robot_learning.hardware.robot import Robot
+from robot_learning.hardware.robot import Robot, arm_features
 from robot_learning.runtime.safety import FeatureLimits, SafetyConfig
 from robot_learning.sim.robots import RobotModel
 from robot_learning.sim.world import SimWorld
@@ -31,19 +31,7 @@ def _id(model: mujoco.MjModel, obj: mujoco.mjtObj, name: str) -> int:
 
 def robot_features(robot: RobotModel) -> tuple[FeatureSet, FeatureSet]:
     """State and action features of a robot model (the real driver of the same model uses these)."""
-    n, joints = robot.n_joints, robot.joint_names
-    state = FeatureSet([
-        FeatureSpec("joint_pos_rad", (n,), "float32", FeatureKind.STATE, "rad", joints),
-        FeatureSpec("joint_vel_rad_s", (n,), "float32", FeatureKind.STATE, "rad/s", joints),
-        FeatureSpec("gripper_pos", (1,), "float32", FeatureKind.STATE, "1"),
-        FeatureSpec("ee_pos_m", (3,), "float32", FeatureKind.STATE, "m", ("x", "y", "z")),
-        FeatureSpec("ee_quat_wxyz", (4,), "float32", FeatureKind.STATE, "1", ("w", "x", "y", "z")),
-    ])
-    action = FeatureSet([
-        FeatureSpec("joint_pos_rad", (n,), "float32", FeatureKind.ACTION, "rad", joints),
-        FeatureSpec("gripper_pos", (1,), "float32", FeatureKind.ACTION, "1"),
-    ])
-    return state, action
+    return arm_features(robot.joint_names)
 
 
 class SimRobot(Robot):

@@ -1,8 +1,6 @@
 """Gamepad teleop against SDL's own virtual joystick (SDL_JoystickAttachVirtual in the SDL library
 that pygame loads): the real pygame/SDL input path, with a device whose sticks the test moves."""
 
-import ctypes
-import glob
 import os
 
 import numpy as np
@@ -11,37 +9,12 @@ import pytest
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 pygame = pytest.importorskip("pygame")
 
+from virtual_pad import VirtualPad  # noqa: E402
+
 from robot_learning.core import FakeClock  # noqa: E402
 from robot_learning.errors import DeviceFaultError  # noqa: E402
 from robot_learning.hardware import EpisodeEvent  # noqa: E402
 from robot_learning.hardware.teleop_gamepad import GamepadTeleop  # noqa: E402
-
-
-class VirtualPad:
-    """A virtual game controller attached through SDL (6 axes, 12 buttons)."""
-
-    def __init__(self):
-        libs = glob.glob(os.path.join(os.path.dirname(pygame.__file__), "..", "pygame.libs", "libSDL2-2*.so*"))
-        self.sdl = ctypes.CDLL(libs[0]) if libs else ctypes.CDLL("libSDL2-2.0.so.0")
-        pygame.display.init()
-        pygame.joystick.init()
-        self.sdl.SDL_JoystickOpen.restype = ctypes.c_void_p
-        self.sdl.SDL_JoystickSetVirtualAxis.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int16]
-        self.sdl.SDL_JoystickSetVirtualButton.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint8]
-        self.index = self.sdl.SDL_JoystickAttachVirtual(1, 6, 12, 0)
-        assert self.index >= 0
-        self.handle = self.sdl.SDL_JoystickOpen(self.index)
-
-    def axis(self, i, value):  # value in [-1, 1]
-        self.sdl.SDL_JoystickSetVirtualAxis(self.handle, i, int(np.clip(value, -1, 1) * 32767))
-        self.sdl.SDL_JoystickUpdate()
-
-    def button(self, i, down):
-        self.sdl.SDL_JoystickSetVirtualButton(self.handle, i, int(down))
-        self.sdl.SDL_JoystickUpdate()
-
-    def detach(self):
-        self.sdl.SDL_JoystickDetachVirtual(self.index)
 
 
 def test_sticks_buttons_and_takeover_through_sdl():

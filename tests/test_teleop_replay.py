@@ -8,8 +8,6 @@ from the base (+x) and right is -y, right stick up is +z and right is -yaw. Defl
 dead zone is a velocity, held over the time since the previous tick.
 """
 
-import ctypes
-import glob
 import os
 
 import numpy as np
@@ -17,6 +15,8 @@ import pytest
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 pygame = pytest.importorskip("pygame")
+
+from virtual_pad import VirtualPad  # noqa: E402
 
 from robot_learning.core import FakeClock  # noqa: E402
 from robot_learning.hardware import EpisodeEvent  # noqa: E402
@@ -48,32 +48,6 @@ SESSION = [
 ]
 END_MS = 3300
 STALL_S = 5.0
-
-
-class VirtualPad:
-    """SDL's virtual joystick: 6 axes, 12 buttons, set from the test."""
-
-    def __init__(self):
-        libs = glob.glob(os.path.join(os.path.dirname(pygame.__file__), "..", "pygame.libs", "libSDL2-2*.so*"))
-        self.sdl = ctypes.CDLL(libs[0]) if libs else ctypes.CDLL("libSDL2-2.0.so.0")
-        pygame.display.init()
-        pygame.joystick.init()
-        self.sdl.SDL_JoystickOpen.restype = ctypes.c_void_p
-        self.sdl.SDL_JoystickSetVirtualAxis.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int16]
-        self.sdl.SDL_JoystickSetVirtualButton.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint8]
-        self.index = self.sdl.SDL_JoystickAttachVirtual(1, 6, 12, 0)  # SDL_JOYSTICK_TYPE_GAMECONTROLLER
-        assert self.index >= 0, "SDL could not attach a virtual joystick"
-        self.handle = self.sdl.SDL_JoystickOpen(self.index)
-
-    def apply(self, kind: str, i: int, value: float) -> None:
-        if kind == "axis":
-            self.sdl.SDL_JoystickSetVirtualAxis(self.handle, i, int(round(value * 32767)))
-        else:
-            self.sdl.SDL_JoystickSetVirtualButton(self.handle, i, int(value))
-        self.sdl.SDL_JoystickUpdate()
-
-    def detach(self) -> None:
-        self.sdl.SDL_JoystickDetachVirtual(self.index)
 
 
 def _stick(value: float) -> float:
