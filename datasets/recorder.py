@@ -171,8 +171,9 @@ class Recorder:
         robot = schema.stream(ROBOT_STREAM)
         batch = state["streams"][ROBOT_STREAM]
         first = robot.features.names[0]
-        batch.t_cap.append(obs.t_capture_ns[first])
-        batch.t_recv.append(obs.t_ns)
+        t_cap = obs.t_capture_ns[first]
+        batch.t_cap.append(t_cap)
+        batch.t_recv.append(obs.t_receive_ns.get(first, max(obs.t_ns, t_cap)))
         for f in robot.features:
             batch.values.setdefault(f.name, []).append(obs.values[f.name])
         rows = {ROBOT_STREAM: state["rows"][ROBOT_STREAM]}

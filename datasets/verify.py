@@ -4,7 +4,9 @@
 - episodes are contiguous, in order, and inside every array's length;
 - per episode: tick times strictly increase; each stream's capture times never decrease and
   receive >= capture; the row each tick is aligned to lies in that episode's rows of the stream
-  (or is -1) and was captured at or before the tick;
+  (or is -1) and was captured at or before the tick (a sensor's sample) or during the tick (the
+  robot's state, read once the tick has begun; a real arm's repeated reading after a bad bus
+  answer may be up to 3 periods old);
 - numeric arrays hold no NaN or inf; image frames (first, middle, last of each episode) decode to
   the declared shape.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from robot_learning.datasets.recorder import ROBOT_STREAM
 from robot_learning.datasets.store import EpisodeStore, _is_image
 
 
@@ -27,6 +30,7 @@ def verify(store: EpisodeStore, decode_images: bool = True) -> list[str]:
     except KeyError as e:
         return [f"missing array {e}"]
     eps = store.episodes
+    period_ns = int(1e9 / schema.control_rate_hz)
     prev_t, prev_rows = 0, {s.name: 0 for s in schema.streams}
     for ep in eps:
         tag = f"episode {ep.index}"
@@ -61,8 +65,14 @@ def verify(store: EpisodeStore, decode_images: bool = True) -> list[str]:
             if np.any(bad):
                 problems.append(f"{tag}: {int(bad.sum())} ticks aligned to {s.name} rows outside the episode")
             ok = rows != -1
-            if np.any(ok) and not np.any(bad) and np.any(g["t_capture_ns"][rows[ok]] > t_ns[ok]):
-                problems.append(f"{tag}: ticks aligned to {s.name} samples captured after the tick")
+            if np.any(ok) and not np.any(bad):
+                lag = g["t_capture_ns"][rows[ok]] - t_ns[ok]
+                if s.name == ROBOT_STREAM:
+                    outside = (lag < -3 * period_ns) | (lag >= period_ns)
+                    if np.any(outside):
+                        problems.append(f"{tag}: robot state of {int(outside.sum())} ticks captured outside its tick")
+                elif np.any(lag > 0):
+                    problems.append(f"{tag}: ticks aligned to {s.name} samples captured after the tick")
             for f in s.features:
                 if _is_image(f):
                     if decode_images and sb > sa:

@@ -149,3 +149,30 @@ def test_teleoperate_sim_twin_with_leader_arm(cal_dir):
     assert s["ticks"] >= 20 and s["holds"] < 5          # the twin runs at its task's rate (lift: 10 Hz)
     # The twin converged on the leader's pose (same joint names, signs and units), within its velocity cap.
     np.testing.assert_allclose(s["final_joint_pos_rad"], target, atol=0.03)
+
+
+def test_gamepad_drives_the_real_arm_end_effector_through_the_twins_model(cal_dir):
+    """End-effector teleop of a real (emulated) SO-101: the gamepad's deltas go through the Cartesian stage over
+    the sim twin's MJCF, the joint filter, then the servos; the tool moves away from the base."""
+    pygame = pytest.importorskip("pygame")
+    from robot_learning.hardware.servo_arm import _Kinematics
+
+    from virtual_pad import VirtualPad
+
+    spec = get_arm("so101")
+    kin = _Kinematics("so101")
+    pad = VirtualPad()
+    try:
+        with ServoEmulator("feetech", servos_of(spec)) as fol:
+            sweep_and_calibrate(fol, spec, "f", cal_dir, FOLLOWER_POSE)   # ends in the zero pose
+            x0 = kin.pose(np.zeros(5))[0]
+            pad.axis(1, -1.0)                                            # left stick up: away from the base
+            rc, out = run_cli("teleoperate", "--robot", "so101", "--robot-port", fol.port, "--robot-id", "f",
+                              "--teleop", "gamepad", "--duration-s", "1.0", "--json")
+    finally:
+        pad.detach()
+        pygame.quit()
+    assert rc == 0
+    s = json.loads(out.strip().splitlines()[-1])
+    x1 = kin.pose(np.asarray(s["final_joint_pos_rad"]))[0]
+    assert x1[0] - x0[0] > 0.05 and abs(x1[1] - x0[1]) < 0.01 and abs(x1[2] - x0[2]) < 0.03, (x0, x1)

@@ -139,6 +139,7 @@ def test_leader_drives_follower_for_10s_recorded(cal_dir, tmp_path):
     packets corrupted on both buses: the loop keeps its rate, counts the errors, the follower tracks the leader
     (in radians, through two different calibrations), and the episode lands in the store with real timestamps."""
     from robot_learning.datasets.store import EpisodeStore
+    from robot_learning.datasets.verify import verify
 
     spec_f, spec_l = get_arm("so101"), get_arm("so101-leader")
     with ServoEmulator("feetech", servos_of(spec_f), seed=1) as fol, \
@@ -185,7 +186,7 @@ def test_leader_drives_follower_for_10s_recorded(cal_dir, tmp_path):
         fol_reported = {n: fol.servo(spec_f.motor_map[n].id).present for n in NAMES}
         np.testing.assert_allclose(cal_f.joint_rad(fol_reported), leader_rad(10.0)[0], atol=0.01)
         store = EpisodeStore.open(ds)
-        assert len(store.episodes) == 1
+        assert len(store.episodes) == 1 and verify(store) == []
         ep = store.episodes[0]
         assert ep.task == "wave"
         t = store.stream_times(ep, "robot")

@@ -122,38 +122,87 @@ class SimViewConfig(_SimTaskArgs):
 
 @dataclass(frozen=True)
 class RecordConfig:
-    """Teleoperate and record demonstrations into a crash-safe zarr dataset."""
+    """Teleoperate (or run the scripted expert) and record demonstrations into a crash-safe zarr dataset, on the
+    MuJoCo twin or on a real servo-bus arm. Real arms: each episode ends after --episode-s or at the teleop's
+    next / re-record / stop event; the robot is then held for --reset-s while the operator resets the scene."""
 
     dataset: Path
     """Dataset folder (created, or appended to after recovering a killed recording)."""
     robot: str = "sim:lift"
-    """sim:TASK or sim:TASK:MODEL (MODEL: panda, so101)."""
+    """sim:TASK[:MODEL] (MODEL: panda, so101; the MuJoCo twin) or so101 / koch (a real arm on --robot-port)."""
     teleop: str = "scripted"
-    """scripted (the task's expert), keyboard (a plain terminal), gamepad (pygame/SDL) or spacemouse (hidapi)."""
+    """scripted (the sim task's expert), so101-leader / koch-leader (a leader arm on --teleop-port), keyboard (a
+    plain terminal), gamepad (pygame/SDL) or spacemouse (hidapi)."""
+    robot_port: str | None = None
+    """Serial port of the real arm (robot-learning find-ports)."""
+    robot_id: str = "default"
+    """Calibration name of the real arm."""
+    teleop_port: str | None = None
+    """Serial port of the leader arm."""
+    teleop_id: str = "default"
+    """Calibration name of the leader arm."""
+    calibration_dir: Path | None = None
+    """Where calibration files live (default: $ROBOT_LEARNING_CALIBRATION or ~/.config/robot-learning/calibration)."""
     episodes: int = 10
     """Episodes to record."""
+    episode_s: float | None = None
+    """Length of each episode in seconds (real arms; required with a leader arm, which has no buttons). An episode
+    also ends at the teleop's next / re-record / stop event (default: only there)."""
+    reset_s: float = 5.0
+    """Pause between real-arm episodes, robot held, for the operator to reset the scene."""
+    rate_hz: float = 50.0
+    """Control rate (real arms; the sim twin runs at its task's rate)."""
     task: str | None = None
-    """Instruction stored with each episode (default: the sim task's)."""
+    """Instruction stored with each episode (default: the sim task's; none on a real arm)."""
     seed: int | None = None
-    """First episode seed (default: continue after the dataset's episodes)."""
-    cameras: tuple[str, ...] = ("front", "wrist")
-    """Cameras to record (sim: front, top, side, wrist)."""
+    """First episode seed (sim; default: continue after the dataset's episodes)."""
+    cameras: tuple[str, ...] = ()
+    """Cameras to record. Sim: front, top, side, wrist (default: front and wrist). Real arms (default: none):
+    opencv:INDEX_OR_PATH[@WxH[@FPS]], realsense:SERIAL, gelsight:INDEX_OR_PATH, digit:INDEX_OR_PATH."""
     image_size: int = 96
     """Sim camera image side (px)."""
     camera_fps: float = 30.0
-    """Camera rate (Hz)."""
+    """Sim camera rate (Hz)."""
     tactile: bool = True
-    """Record fingertip taxels."""
+    """Record fingertip taxels (sim)."""
     lossless: bool = False
     """PNG instead of JPEG for images."""
     keep_failures: bool = False
-    """Also keep episodes whose success test failed (marked success=false)."""
+    """Also keep episodes whose success test failed (sim; marked success=false)."""
     view: bool = False
     """Show a live view of the cameras (needs a display)."""
 
     def __post_init__(self) -> None:
+        from robot_learning.cli.hardware_configs import TELEOPS
+
         if self.episodes < 1:
             raise ConfigError.expected("--episodes", ">= 1", self.episodes)
+        if self.teleop not in ("scripted", *TELEOPS):
+            raise ConfigError.expected("--teleop", f"one of scripted, {', '.join(TELEOPS)}", repr(self.teleop))
+        if not 1 <= self.rate_hz <= 1000:
+            raise ConfigError.expected("--rate-hz", "1..1000", self.rate_hz)
+        if self.episode_s is not None and not self.episode_s > 0:
+            raise ConfigError.expected("--episode-s", "> 0", self.episode_s)
+        if not 0 <= self.reset_s <= 3600:
+            raise ConfigError.expected("--reset-s", "0..3600", self.reset_s)
+        if self.teleop.endswith("-leader") and not self.teleop_port:
+            raise ConfigError(f"--teleop {self.teleop} needs --teleop-port (robot-learning find-ports)")
+        if self.robot.startswith("sim:"):
+            return
+        from robot_learning.hardware.arms import FOLLOWERS
+
+        if self.robot not in FOLLOWERS:
+            raise ConfigError.expected("--robot", f"sim:TASK[:MODEL] or a real arm ({', '.join(FOLLOWERS)})",
+                                       repr(self.robot))
+        if not self.robot_port:
+            raise ConfigError(f"--robot {self.robot} needs --robot-port (robot-learning find-ports), or record "
+                              "in the MuJoCo twin with --robot sim:TASK[:MODEL]")
+        if self.teleop == "scripted":
+            raise ConfigError(f"--teleop scripted runs the sim task's expert; a real {self.robot} needs a human "
+                              "teleop (a leader arm, keyboard, gamepad or spacemouse)")
+        if self.teleop.endswith("-leader") and self.episode_s is None:
+            raise ConfigError(f"--teleop {self.teleop} has no buttons to end an episode: give --episode-s "
+                              "(each episode's length in seconds)")
 
 
 @dataclass(frozen=True)

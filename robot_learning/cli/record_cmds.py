@@ -1,43 +1,85 @@
-"""``robot-learning record``: teleoperate (or run the scripted expert) and record episodes."""
+"""``robot-learning record``: teleoperate (or run the scripted expert) and record episodes, on the MuJoCo twin
+(here) or on a real servo-bus arm (``record_real``)."""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
-
+from pathlib import Path
 
 from robot_learning.hardware.teleop import EpisodeEvent
 from robot_learning.runtime.sources import TeleopSource
 from robot_learning.cli.commands import RecordConfig
 from robot_learning.errors import ConfigError
 
+SIM_CAMERAS = ("front", "wrist")   # what an empty --cameras records in the sim
+
 
 def parse_sim_robot(spec: str, flag: str = "--robot", default_model: str = "panda") -> tuple[str, str]:
     """(task, model) of ``sim:TASK`` or ``sim:TASK:MODEL``."""
     parts = spec.split(":")
     if parts[0] != "sim" or len(parts) not in (2, 3) or not parts[1]:
-        raise ConfigError.expected(flag, "sim:TASK or sim:TASK:MODEL (real robots arrive with the drivers)",
-                                   repr(spec))
+        raise ConfigError.expected(flag, "sim:TASK or sim:TASK:MODEL", repr(spec))
     return parts[1], parts[2] if len(parts) == 3 else default_model
 
 
-def run_record(cfg: RecordConfig) -> int:
-    from robot_learning.datasets.recorder import Recorder, schema_for
+def open_store(path: Path, schema):
+    """The dataset to record into: created, or opened for appending (after recovering a killed recording) when its
+    schema is this recording's."""
     from robot_learning.datasets.store import EpisodeStore
+
+    if not path.exists():
+        return EpisodeStore.create(path, schema)
+    store = EpisodeStore.open(path, mode="a")
+    if store.schema.to_json() != schema.to_json():
+        raise ConfigError(f"{path}: its schema (streams, features, rates, robot) differs from this recording's; "
+                          "record into a new dataset")
+    rep = store.recovery
+    if rep is not None and not rep.clean:
+        print(f"recovered {path}: discarded an unfinished episode ({rep.discarded_ticks} ticks, "
+              f"rows {dict(rep.discarded_rows)}, {rep.partial_files_removed} partial files)", file=sys.stderr)
+    return store
+
+
+def open_view(cfg: RecordConfig, progress: dict):
+    """The live view sink (``--view``), or None."""
+    if not cfg.view:
+        return None
+    from robot_learning.datasets.live_view import LiveView
+
+    return LiveView(status=lambda: f"episode {progress['episode'] + 1}/{cfg.episodes}  drops "
+                                   f"{progress['recorder'].dropped if progress['recorder'] else 0}")
+
+
+def report(cfg: RecordConfig, kept: int, t0: float) -> int:
+    """The final JSON line on stdout."""
+    from robot_learning.datasets.store import EpisodeStore
+
+    print(file=sys.stderr)
+    eps = EpisodeStore.open(cfg.dataset).episodes
+    print(json.dumps({"dataset": str(cfg.dataset), "recorded": kept, "episodes": len(eps),
+                      "wall_s": round(time.perf_counter() - t0, 2)}))
+    return 0
+
+
+def run_record(cfg: RecordConfig) -> int:
+    if not cfg.robot.startswith("sim:"):
+        from robot_learning.cli.record_real import run_record_real
+
+        return run_record_real(cfg)
+    from robot_learning.cli.rig import parse_robot
+    from robot_learning.datasets.recorder import Recorder, schema_for
     from robot_learning.runtime.sources import FunctionSource
     from robot_learning.sim.env import SimEnv, SimEnvConfig
     from robot_learning.sim.experts import make_expert
 
     from robot_learning.sim.world import PhysicsConfig
 
-    task_name, model = parse_sim_robot(cfg.robot)
-    if cfg.teleop not in ("scripted", "keyboard", "gamepad", "spacemouse"):
-        raise ConfigError.expected("--teleop", "scripted, keyboard, gamepad or spacemouse (leader arms: robot-learning "
-                                   "teleoperate --record)", repr(cfg.teleop))
+    _, task_name, model = parse_robot(cfg.robot)
     human = cfg.teleop != "scripted"
-    env = SimEnv(SimEnvConfig(task=task_name, robot=model, cameras=cfg.cameras, image_size=cfg.image_size,
-                              camera_fps=cfg.camera_fps, tactile=cfg.tactile,
+    env = SimEnv(SimEnvConfig(task=task_name, robot=model, cameras=cfg.cameras or SIM_CAMERAS,
+                              image_size=cfg.image_size, camera_fps=cfg.camera_fps, tactile=cfg.tactile,
                               physics=PhysicsConfig(realtime=human)))  # a person needs real time
     sensors = env.sensors
     rate = env.task.config.control_rate_hz
@@ -46,27 +88,19 @@ def run_record(cfg: RecordConfig) -> int:
     teleop, stage, view = None, None, None
     progress = {"episode": 0, "recorder": None}
     try:  # devices and the display first: a missing one must not leave an empty dataset behind
-        if cfg.view:
-            from robot_learning.datasets.live_view import LiveView
-
-            view = LiveView(status=lambda: f"episode {progress['episode'] + 1}/{cfg.episodes}  drops "
-                                           f"{progress['recorder'].dropped if progress['recorder'] else 0}")
+        view = open_view(cfg, progress)
         if human:
-            teleop, stage = _human_teleop(cfg.teleop, env, rate)
+            teleop, stage = _human_teleop(cfg, env, rate)
+        store = open_store(cfg.dataset, schema)
     except BaseException:
-        env.close()
+        try:
+            if teleop is not None:
+                teleop.disconnect()
+            if view is not None:
+                view.destroy()
+        finally:
+            env.close()
         raise
-    if cfg.dataset.exists():
-        store = EpisodeStore.open(cfg.dataset, mode="a")
-        if store.schema.to_json() != schema.to_json():
-            raise ConfigError(f"{cfg.dataset}: its schema (streams, features, rates) differs from this recording's; "
-                              "record into a new dataset")
-        rep = store.recovery
-        if rep is not None and not rep.clean:
-            print(f"recovered {cfg.dataset}: discarded an unfinished episode ({rep.discarded_ticks} ticks, "
-                  f"rows {dict(rep.discarded_rows)}, {rep.partial_files_removed} partial files)", file=sys.stderr)
-    else:
-        store = EpisodeStore.create(cfg.dataset, schema)
     first_seed = cfg.seed if cfg.seed is not None else len(store.episodes)
     recorder = Recorder(store, sensors)
     progress["recorder"] = recorder
@@ -87,14 +121,16 @@ def run_record(cfg: RecordConfig) -> int:
             runtime = env.make_runtime(source, sinks=tuple(sinks), cartesian=stage, instruction=instruction)
             events: list[EpisodeEvent] = []
 
-            def should_stop(tick) -> bool:
+            def should_stop(tick, events=events) -> bool:
                 if human:
                     events.extend(teleop.poll_events())
                     return bool(events)
                 return env.task.success(env.world)
 
             recorder.start_episode()
-            stats = runtime.run(max_ticks=env.max_steps, should_stop=should_stop)
+            stats = runtime.run(max_ticks=env.max_steps, duration_s=cfg.episode_s, should_stop=should_stop)
+            if stats.interrupted:    # Ctrl-C ended the run: the episode is unfinished
+                raise KeyboardInterrupt
             success = env.task.success(env.world)
             rerecord = EpisodeEvent.RERECORD in events
             keep = not rerecord and (success or cfg.keep_failures or human)
@@ -124,17 +160,27 @@ def run_record(cfg: RecordConfig) -> int:
             if view is not None:
                 view.destroy()
             env.close()
-    print(file=sys.stderr)
-    eps = EpisodeStore.open(cfg.dataset).episodes
-    print(json.dumps({"dataset": str(cfg.dataset), "recorded": kept, "episodes": len(eps),
-                      "wall_s": round(time.perf_counter() - t0, 2)}))
-    return 0
+    return report(cfg, kept, t0)
 
 
-def _human_teleop(kind: str, env, rate: float):
-    """A human teleop device and the Cartesian stage that maps its deltas, boxed to the task's workspace."""
+def _human_teleop(cfg: RecordConfig, env, rate: float):
+    """A human teleop device and the Cartesian stage that maps its deltas, boxed to the task's workspace (a leader
+    arm commands the twin's joints directly: no stage)."""
     from robot_learning.cli.rig import cartesian_stage, make_ee_teleop
 
-    teleop = make_ee_teleop(kind, env.world.clock, step_m=0.01 * env.task.workspace.object_scale)
+    if cfg.teleop.endswith("-leader"):
+        from robot_learning.hardware.arms import get_arm
+        from robot_learning.hardware.servo_arm import LeaderArm, ServoArmConfig
+
+        spec = get_arm(cfg.teleop)
+        if spec.twin != env.robot.spec.name:
+            hint = f": use --robot sim:TASK:{spec.twin}" if spec.twin else ""
+            raise ConfigError(f"--teleop {cfg.teleop} commands the joints of a {spec.twin or spec.kind}, not of the "
+                              f"sim {env.robot.spec.name}{hint}")
+        teleop = LeaderArm(spec, ServoArmConfig(cfg.teleop_port, cfg.teleop_id, cfg.calibration_dir, watchdog_s=None),
+                           action_features=env.robot.action_features, clock=env.world.clock)
+        teleop.connect()
+        return teleop, None
+    teleop = make_ee_teleop(cfg.teleop, env.world.clock, step_m=0.01 * env.task.workspace.object_scale)
     teleop.connect()
     return teleop, cartesian_stage(env.robot.spec.name, rate, env)

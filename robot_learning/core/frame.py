@@ -122,6 +122,7 @@ class Observation:
 
     ``t_ns``: the tick the values are aligned to. ``values``: one entry per feature in
     ``features`` (checked strictly). ``t_capture_ns``: capture time of each value.
+    ``t_receive_ns``: when the host had it (optional, any subset of the keys).
     Typed views: ``obs.state``, ``obs.rgb``, ``obs.depth``, ``obs.tactile``, ``obs.language``.
     """
 
@@ -129,6 +130,7 @@ class Observation:
     features: FeatureSet
     values: Mapping[str, object]
     t_capture_ns: Mapping[str, int] = field(default_factory=dict)
+    t_receive_ns: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if any(s.kind is FeatureKind.ACTION for s in self.features):
@@ -141,6 +143,11 @@ class Observation:
         object.__setattr__(self, "values", _freeze_values(self.values))
         object.__setattr__(self, "t_capture_ns",
                            MappingProxyType({k: int(v) for k, v in self.t_capture_ns.items()}))
+        if not set(self.t_receive_ns) <= set(self.values):
+            raise SpecMismatchError.expected("observation t_receive_ns keys", f"a subset of {sorted(self.values)}",
+                                             sorted(self.t_receive_ns))
+        object.__setattr__(self, "t_receive_ns",
+                           MappingProxyType({k: int(v) for k, v in self.t_receive_ns.items()}))
 
     def __getitem__(self, name: str) -> object:
         if name not in self.values:

@@ -147,14 +147,17 @@ class ControlRuntime:
         state = self.robot.read_state()
         values: dict[str, object] = dict(state.value)
         t_cap = {k: state.t_capture_ns for k in state.value}
+        t_recv = {k: state.t_receive_ns for k in state.value}
         for sensor in self.sensors:
             sample = sensor.read_aligned(t_ns, self.config.max_sensor_age_s)
             values.update(sample.value)
             t_cap.update({k: sample.t_capture_ns for k in sample.value})
+            t_recv.update({k: sample.t_receive_ns for k in sample.value})
         if self.config.task is not None:
             values["task"] = self.config.task
             t_cap["task"] = t_ns
-        return Observation(t_ns=t_ns, features=self.observation_features, values=values, t_capture_ns=t_cap)
+        return Observation(t_ns=t_ns, features=self.observation_features, values=values, t_capture_ns=t_cap,
+                           t_receive_ns=t_recv)
 
     def _hold(self, reason: str) -> Action:
         executed = self.robot.hold()
