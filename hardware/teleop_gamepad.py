@@ -67,6 +67,7 @@ class GamepadTeleop(Teleop):
 
     def _connect(self) -> None:
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+        os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # its banner would land in --json stdout
         import pygame
 
         pygame.display.init()  # the event subsystem that joystick input needs (no audio, no window)

@@ -66,7 +66,12 @@ def test_demo_quick_records_trains_evaluates(tmp_path):
         assert (tmp_path / f).stat().st_size > 0
 
 
-def test_doctor_json(capsys):
-    assert main(["doctor", "--json"]) == 0
-    info = json.loads(capsys.readouterr().out)
+def test_doctor_json():
+    r = _run("doctor", "--json")
+    assert r.returncode == 0
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 1, r.stdout           # one JSON line: no SDK banner (pygame prints one on import)
+    info = json.loads(lines[0])
     assert info["torch"].startswith("2.13") and "mujoco" in info
+    assert info["scservo_sdk"] == "installed" and info["dynamixel_sdk"] == "installed"
+    assert info["uvc_cameras"] == 0 and info["realsense_cameras"] == 0

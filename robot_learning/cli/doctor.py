@@ -9,10 +9,12 @@ import platform
 
 from robot_learning.cli.commands import DoctorConfig
 
-MODULES = ("numpy", "torch", "mujoco", "zarr", "cv2", "pyrealsense2", "tyro", "msgpack", "safetensors")
+MODULES = ("numpy", "torch", "mujoco", "zarr", "cv2", "pyrealsense2", "tyro", "msgpack", "safetensors",
+           "scservo_sdk", "dynamixel_sdk", "serial", "pygame", "pyspacemouse", "easyhid")
 
 
 def _version(mod: str) -> str:
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # its banner would land in --json stdout
     try:
         m = importlib.import_module(mod)
     except Exception as e:  # report, never crash: this command exists to diagnose
@@ -33,6 +35,16 @@ def run_doctor(cfg: DoctorConfig) -> int:
     }
     for mod in MODULES:
         info[mod] = _version(mod)
+    try:
+        from serial.tools import list_ports
+
+        info["serial_ports"] = len(list_ports.comports())
+        from robot_learning.hardware.camera_discovery import find_opencv_cameras, find_realsense_cameras
+
+        info["uvc_cameras"] = len(find_opencv_cameras())
+        info["realsense_cameras"] = len(find_realsense_cameras())
+    except Exception as e:  # noqa: BLE001 - diagnose, never crash
+        info["devices"] = f"unavailable ({type(e).__name__}: {e})"
     try:
         import torch
         info["torch_threads"] = torch.get_num_threads()
