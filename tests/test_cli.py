@@ -74,4 +74,4 @@ def test_doctor_json():
     info = json.loads(lines[0])
     assert info["torch"].startswith("2.13") and "mujoco" in info
     assert info["scservo_sdk"] == "installed" and info["dynamixel_sdk"] == "installed"
-    assert info["uvc_cameras"] == 0 and info["realsense_cameras"] == 0
+    assert isinstance(info["uvc_cameras"], int) and isinstance(info["realsense_cameras"], int)
