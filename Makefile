@@ -55,6 +55,7 @@ bench: install
 	$(BIN)/python bench/sim.py
 	$(BIN)/python bench/recorder.py
 	$(BIN)/python bench/loader.py
+	$(BIN)/python bench/servo_bus.py
 	$(BIN)/python bench/policy.py
 
 bench-learning: install
