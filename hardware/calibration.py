@@ -104,12 +104,12 @@ class JointCalibration:
         res, half = self.resolution, self.resolution // 2
         max_offset = half - 1 if max_offset is None else int(max_offset)
         ideal = int(wrap_centered(self.home_raw + self.mid_rel - half, res))
-        if -max_offset <= ideal <= max_offset:
-            return ideal
         # Reported home r = (home_raw - offset) mod res must keep [r + range_min, r + range_max] in 0..res-1.
         offsets = np.arange(-max_offset, max_offset + 1)
         rep_home = (self.home_raw - offsets) % res
         ok = (rep_home + self.range_min >= 0) & (rep_home + self.range_max <= res - 1)
+        if -max_offset <= ideal <= max_offset and ok[ideal + max_offset]:
+            return ideal
         if not ok.any():
             raise ConfigError(f"{self.name}: its range of motion ({self.range_max - self.range_min} ticks) crosses the "
                               f"encoder wrap and no homing offset within +-{max_offset} ticks moves it off: remount the "

@@ -301,7 +301,7 @@ class ServoArm(Robot):
         """Signal / exit path (``shutdown``): torque off, close the port, never raise."""
         try:
             self.disconnect()
-        except Exception:  # noqa: BLE001
+        except BaseException:  # noqa: BLE001 - the exit hook goes on to the next device whatever happens
             pass
 
     def _bus_io(self) -> None:

@@ -66,3 +66,25 @@ def test_unwrap_and_errors():
         calibrate_joint("wrist_roll", 0, np.arange(0, 2 * RES, 100) % RES)     # a joint that spins freely
     with pytest.raises(ConfigError, match="direction"):
         JointCalibration("j", 0, -1, 1, direction=2)
+
+
+@settings(max_examples=300, deadline=None)
+@given(home=st.integers(0, RES - 1), lo=st.integers(-RES + 2, 0), width=st.integers(1, RES - 1),
+       max_offset=st.sampled_from([2047, 1024]))
+def test_chosen_homing_offset_keeps_the_range_off_the_wrap_or_says_it_cannot(home, lo, width, max_offset):
+    """Whatever the range (up to a full turn less a tick) and the servo's offset limit (Feetech 2047, Dynamixel X
+    1024): the offset fits the servo and every reported reading of the range lies in 0..4095 without wrapping,
+    or ConfigError says no offset can; it is never wrong silently."""
+    hi = lo + width
+    if hi < 0:
+        lo, hi = lo - hi, 0
+    cal = JointCalibration("j", home, min(lo, 0), max(hi, 0))
+    try:
+        off = cal.servo_homing_offset(max_offset)
+    except ConfigError:
+        rep = (home - np.arange(-max_offset, max_offset + 1)) % RES
+        assert not np.any((rep + cal.range_min >= 0) & (rep + cal.range_max <= RES - 1))
+        return
+    assert -max_offset <= off <= max_offset
+    rep_home = (home - off) % RES
+    assert rep_home + cal.range_min >= 0 and rep_home + cal.range_max <= RES - 1

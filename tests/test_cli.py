@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from robot_learning.cli.main import condense_usage_error, main
+from robot_learning.cli.main import condense_usage_error
 
 EXE = str(Path(sys.executable).with_name("robot-learning"))
 

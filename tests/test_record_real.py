@@ -26,9 +26,6 @@ from robot_learning.hardware.arms import get_arm
 from servo_emulator import ServoEmulator
 from test_servo_arms import FOLLOWER_POSE, LEADER_POSE, NAMES, RES, servos_of, sweep_and_calibrate
 
-# Known, outside this command: the recorder stores the tick deadline as the robot stream's receive time, and a
-# real arm's state is read (captured) just after that deadline (the sim reads at the deadline exactly).
-
 
 def run_cli(*args) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()

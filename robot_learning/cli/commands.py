@@ -156,8 +156,8 @@ class RecordConfig:
     """Instruction stored with each episode (default: the sim task's; none on a real arm)."""
     seed: int | None = None
     """First episode seed (sim; default: continue after the dataset's episodes)."""
-    cameras: tuple[str, ...] = ()
-    """Cameras to record. Sim: front, top, side, wrist (default: front and wrist). Real arms (default: none):
+    cameras: tuple[str, ...] | None = None
+    """Cameras to record (a bare --cameras: none). Sim: front, top, side, wrist (default: front and wrist). Real arms (default: none):
     opencv:INDEX_OR_PATH[@WxH[@FPS]], realsense:SERIAL, gelsight:INDEX_OR_PATH, digit:INDEX_OR_PATH."""
     image_size: int = 96
     """Sim camera image side (px)."""

@@ -254,16 +254,9 @@ def run_teleoperate(cfg: TeleoperateConfig) -> int:
 
 
 def _open_recorder(path: Path, rig):
+    from robot_learning.cli.record_cmds import open_store
     from robot_learning.datasets.recorder import Recorder, schema_for
-    from robot_learning.datasets.store import EpisodeStore
 
     schema = schema_for(rig.robot.state_features, tuple(rig.sensors), rig.robot.action_features, rig.rate_hz,
                         rig.info)
-    if path.exists():
-        store = EpisodeStore.open(path, mode="a")
-        if store.schema.to_json() != schema.to_json():
-            raise ConfigError(f"{path}: its schema (streams, features, rates, robot) differs from this session's; "
-                              "record into a new dataset")
-    else:
-        store = EpisodeStore.create(path, schema)
-    return Recorder(store, tuple(rig.sensors))
+    return Recorder(open_store(path, schema), tuple(rig.sensors))

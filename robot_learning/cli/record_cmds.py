@@ -13,7 +13,7 @@ from robot_learning.runtime.sources import TeleopSource
 from robot_learning.cli.commands import RecordConfig
 from robot_learning.errors import ConfigError
 
-SIM_CAMERAS = ("front", "wrist")   # what an empty --cameras records in the sim
+SIM_CAMERAS = ("front", "wrist")   # what the sim records when --cameras is not given
 
 
 def parse_sim_robot(spec: str, flag: str = "--robot", default_model: str = "panda") -> tuple[str, str]:
@@ -24,6 +24,14 @@ def parse_sim_robot(spec: str, flag: str = "--robot", default_model: str = "pand
     return parts[1], parts[2] if len(parts) == 3 else default_model
 
 
+def _layout(schema) -> dict:
+    """What must match to append: streams, features, rates, codec, and which robot (not its calibration or the
+    cameras' metadata of the day: a recalibrated arm or a camera whose timestamp source changed still appends)."""
+    d = schema.to_json()
+    d["robot"] = {k: v for k, v in d["robot"].items() if k not in ("calibration", "cameras")}
+    return d
+
+
 def open_store(path: Path, schema):
     """The dataset to record into: created, or opened for appending (after recovering a killed recording) when its
     schema is this recording's."""
@@ -32,7 +40,7 @@ def open_store(path: Path, schema):
     if not path.exists():
         return EpisodeStore.create(path, schema)
     store = EpisodeStore.open(path, mode="a")
-    if store.schema.to_json() != schema.to_json():
+    if _layout(store.schema) != _layout(schema):
         raise ConfigError(f"{path}: its schema (streams, features, rates, robot) differs from this recording's; "
                           "record into a new dataset")
     rep = store.recovery
@@ -78,7 +86,7 @@ def run_record(cfg: RecordConfig) -> int:
 
     _, task_name, model = parse_robot(cfg.robot)
     human = cfg.teleop != "scripted"
-    env = SimEnv(SimEnvConfig(task=task_name, robot=model, cameras=cfg.cameras or SIM_CAMERAS,
+    env = SimEnv(SimEnvConfig(task=task_name, robot=model, cameras=SIM_CAMERAS if cfg.cameras is None else cfg.cameras,
                               image_size=cfg.image_size, camera_fps=cfg.camera_fps, tactile=cfg.tactile,
                               physics=PhysicsConfig(realtime=human)))  # a person needs real time
     sensors = env.sensors

@@ -40,7 +40,7 @@ def run_record_real(cfg: RecordConfig) -> int:
 
     rig = open_rig(cfg.robot, cfg.teleop, robot_port=cfg.robot_port, robot_id=cfg.robot_id,
                    teleop_port=cfg.teleop_port, teleop_id=cfg.teleop_id, calibration_dir=cfg.calibration_dir,
-                   rate_hz=cfg.rate_hz, cameras=cfg.cameras)
+                   rate_hz=cfg.rate_hz, cameras=cfg.cameras or ())
     recorder, view = None, None
     progress = {"episode": 0, "recorder": None}
     try:  # devices and the display first: a missing one must not leave an empty dataset behind
@@ -68,7 +68,7 @@ def _close(recorder, view, rig, failing: bool = False) -> None:
             continue
         try:
             step()
-        except Exception as e:  # noqa: BLE001 - close everything, report the first failure
+        except BaseException as e:  # noqa: BLE001 - close everything (a 2nd Ctrl-C too), then report the first
             errors.append(e)
     if errors and not failing:
         raise errors[0]

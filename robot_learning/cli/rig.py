@@ -141,7 +141,9 @@ def open_rig(robot: str, teleop: str | None, *, robot_port=None, robot_id="defau
         from robot_learning.hardware.servo_arm import ServoArm, ServoArmConfig
 
         spec = get_arm(name)
-        arm = ServoArm(spec, ServoArmConfig(robot_port, robot_id, calibration_dir))
+        # The servos' own bus watchdog: three control periods, at least 0.1 s (Dynamixel X; 2.54 s at most).
+        watchdog_s = min(2.5, max(0.1, 3.0 / rate_hz))
+        arm = ServoArm(spec, ServoArmConfig(robot_port, robot_id, calibration_dir, watchdog_s=watchdog_s))
         rig = Rig(arm, default_clock(), rate_hz, model=spec.twin, info={"name": name, "kind": "real"})
         arm.connect()
         rig.info["calibration"] = arm.calibration.to_json()
