@@ -22,6 +22,7 @@ from robot_learning.cli.commands import (DatasetDeleteConfig, DatasetInfoConfig,
                                         DatasetReplayConfig, DatasetSplitConfig, DatasetVerifyConfig,
                                         DatasetViewConfig, DemoConfig, DoctorConfig, EvalConfig, RecordConfig, SimCheckConfig,
                                         SimListConfig, SimViewConfig)
+from robot_learning.cli.deploy_configs import DeployConfig, ServeConfig
 from robot_learning.cli.hardware_configs import (CalibrateConfig, FindCamerasConfig, FindPortsConfig,
                                                  TeleoperateConfig)
 from robot_learning.errors import ConfigError, RobotLearningError
@@ -67,6 +68,8 @@ Command = Union[
     Annotated[RecordConfig, tyro.conf.subcommand("record")],
     Annotated[TrainConfig, tyro.conf.subcommand("train")],
     Annotated[EvalConfig, tyro.conf.subcommand("eval")],
+    Annotated[ServeConfig, tyro.conf.subcommand("serve")],
+    Annotated[DeployConfig, tyro.conf.subcommand("deploy")],
     Annotated[tyro.conf.OmitSubcommandPrefixes[DatasetConfig], tyro.conf.subcommand("dataset")],
     Annotated[tyro.conf.OmitSubcommandPrefixes[SimConfig], tyro.conf.subcommand("sim")],
     Annotated[CalibrateConfig, tyro.conf.subcommand("calibrate")],
@@ -87,6 +90,8 @@ RUNNERS: dict[type, str] = {
     FindCamerasConfig: "robot_learning.cli.hardware_cmds:run_find_cameras",
     TrainConfig: "robot_learning.cli.learn_cmds:run_train",
     EvalConfig: "robot_learning.cli.learn_cmds:run_eval",
+    ServeConfig: "robot_learning.cli.deploy_cmds:run_serve",
+    DeployConfig: "robot_learning.cli.deploy_run:run_deploy",
     SimListConfig: "robot_learning.cli.sim_cmds:run_sim_list",
     SimCheckConfig: "robot_learning.cli.sim_cmds:run_sim_check",
     SimViewConfig: "robot_learning.cli.sim_cmds:run_sim_view",

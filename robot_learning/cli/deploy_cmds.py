@@ -1,0 +1,32 @@
+"""Runners of the deploy subcommands (imported only when one runs)."""
+
+from __future__ import annotations
+
+import sys
+
+from robot_learning.cli.deploy_configs import ServeConfig
+from robot_learning.errors import ConfigError
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def run_serve(cfg: ServeConfig) -> int:
+    """Load the policy, serve it until Ctrl-C; returns 0."""
+    from robot_learning.deploy.server import PolicyServer
+    from robot_learning.policies.checkpoint import load_policy, resolve_policy_dir
+
+    policy_dir = resolve_policy_dir(cfg.checkpoint)
+    policy = load_policy(policy_dir, device=cfg.device)
+    if cfg.sampler is not None or cfg.sampling_steps is not None:
+        if not hasattr(policy, "set_sampler"):
+            raise ConfigError(f"--sampler/--sampling-steps: a {getattr(policy, 'kind', 'this')} policy has no sampler")
+        policy.set_sampler(cfg.sampler or policy.config.sampler, cfg.sampling_steps)
+    server = PolicyServer(policy, host=cfg.host, port=cfg.port, token=cfg.token)
+    port = server.start()
+    where = f"{_url_host(server.host)}:{port}"
+    print(f"serving {getattr(policy, 'kind', type(policy).__name__)} policy {policy_dir} on ws://{where} "
+          f"(health: http://{where}/health)", file=sys.stderr, flush=True)
+    server.serve_forever()
+    return 0

@@ -1,0 +1,111 @@
+"""Configs of the deploy subcommands: inert frozen dataclasses, validated on construction."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from robot_learning.errors import ConfigError
+
+TOKEN_ENV = "ROBOT_LEARNING_TOKEN"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Serve a trained policy over a websocket (msgpack messages, never pickle) for a robot or a simulator in
+    another process or on another machine; clients use robot_learning/deploy/client.py (a single file that needs only
+    numpy, msgpack and websockets). Protocol: docs/deploy_protocol.md."""
+
+    checkpoint: Path
+    """A training run folder (its policy/) or a policy folder."""
+    host: str = "127.0.0.1"
+    """Address to listen on. Loopback (127.0.0.1, ::1, localhost) is reachable only from this machine; any other
+    address (0.0.0.0 for every interface) needs --token."""
+    port: int = 8765
+    """TCP port (0 picks a free one, printed at start)."""
+    token: str | None = field(default=None, repr=False)
+    """Bearer token every client must send (Authorization: Bearer TOKEN). Default: $ROBOT_LEARNING_TOKEN when set;
+    prefer the variable, a command-line token is visible in the process list."""
+    device: str = "cpu"
+    """cpu or cuda[:N]."""
+    sampler: str | None = None
+    """ddpm, ddim or edm (default: the policy's)."""
+    sampling_steps: int | None = None
+    """Denoising steps (default: the sampler's: ddpm 100, ddim 10, edm 3)."""
+
+    def __post_init__(self) -> None:
+        if self.token is None and os.environ.get(TOKEN_ENV):
+            object.__setattr__(self, "token", os.environ[TOKEN_ENV])
+        if not 0 <= self.port <= 65535:
+            raise ConfigError.expected("--port", "0..65535", self.port)
+        if not self.host.strip():
+            raise ConfigError.expected("--host", "an address such as 127.0.0.1 or 0.0.0.0", repr(self.host))
+        if self.sampler is not None and self.sampler not in ("ddpm", "ddim", "edm"):
+            raise ConfigError.expected("--sampler", "ddpm, ddim or edm", repr(self.sampler))
+        if self.sampling_steps is not None and self.sampling_steps < 1:
+            raise ConfigError.expected("--sampling-steps", ">= 1", self.sampling_steps)
+        if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
+            raise ConfigError.expected("--device", "cpu or cuda[:N]", repr(self.device))
+        from robot_learning.deploy.server import check_bind
+
+        check_bind(self.host, self.token)
+
+
+DEPLOY_MODES = ("open-loop",)
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    """Run a trained policy on a robot through the control runtime (safety filter, watchdog): a local run folder
+    or a policy server (ws://HOST:PORT, see `robot-learning serve`). On a sim robot, --episodes N --seed S runs N
+    held-out episodes and reports the success rate like `eval`; on a real arm it runs until --duration-s or
+    Ctrl-C."""
+
+    policy: str
+    """A training run folder (its policy/), a policy folder, or ws://HOST:PORT of a policy server."""
+    robot: str = "sim:lift"
+    """sim:TASK[:MODEL] (the MuJoCo twin) or so101 / koch (a real arm on --robot-port)."""
+    token: str | None = None
+    """Bearer token of the policy server (default: $ROBOT_LEARNING_TOKEN)."""
+    mode: str = "open-loop"
+    """Chunk execution: open-loop (each chunk played out, then the next inferred)."""
+    episodes: int = 1
+    """Sim: episodes, one per seed from --seed."""
+    seed: int = 100_000
+    """Sim: first seed; seeds the policy was trained on are refused."""
+    json: bool = False
+    """Print the result as one JSON line."""
+    robot_port: str | None = None
+    """Serial port of the real arm (robot-learning find-ports)."""
+    robot_id: str = "default"
+    """Calibration name of the real arm."""
+    calibration_dir: Path | None = None
+    """Where calibration files live (default: $ROBOT_LEARNING_CALIBRATION or ~/.config/robot-learning/calibration)."""
+    rate_hz: float = 50.0
+    """Control rate of a real arm (the policy's own rate is what it was trained at: match it)."""
+    duration_s: float | None = None
+    """Real arm: stop after this long (default: until Ctrl-C)."""
+    record: Path | None = None
+    """Real arm: record the run as one episode into this dataset."""
+    task: str | None = None
+    """Instruction given to the policy (language feature) and stored with a recording."""
+    cameras: tuple[str, ...] = ()
+    """Real arm: cameras the policy reads (opencv:..., realsense:..., see teleoperate --help)."""
+    device: str = "cpu"
+    """Local policy: cpu or cuda[:N]."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in DEPLOY_MODES:
+            raise ConfigError.expected("--mode", f"one of {', '.join(DEPLOY_MODES)}", repr(self.mode))
+        if self.episodes < 1:
+            raise ConfigError.expected("--episodes", ">= 1", self.episodes)
+        if not 1 <= self.rate_hz <= 1000:
+            raise ConfigError.expected("--rate-hz", "1..1000", self.rate_hz)
+        if self.duration_s is not None and not self.duration_s > 0:
+            raise ConfigError.expected("--duration-s", "> 0", self.duration_s)
+        if not self.robot.startswith("sim:") and not self.robot_port:
+            raise ConfigError(f"--robot {self.robot} needs --robot-port (robot-learning find-ports), or use "
+                              f"--robot sim:TASK for the MuJoCo twin")
+        if self.token is None and os.environ.get(TOKEN_ENV):
+            object.__setattr__(self, "token", os.environ[TOKEN_ENV])

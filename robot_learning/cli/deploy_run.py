@@ -1,0 +1,101 @@
+"""``robot-learning deploy``: a trained policy (a local run folder, or a policy server at ``ws://``) drives a robot
+through the control runtime that recorded its demonstrations.
+
+- sim robot (``sim:TASK[:MODEL]``): ``--episodes N --seed S`` runs N held-out episodes through the same rollout as
+  ``eval`` and prints the success rate (``--json``: one line with ``success_rate`` and ``episodes``);
+- real arm (``so101``, ``koch``): runs until ``--duration-s`` or Ctrl-C, with a status line, optionally recording.
+
+Chunks execute open loop (the mode the policy was evaluated with); the safety filter and the watchdog sit between
+the policy and the motors as always: a policy server that stalls or dies stops the actions, and the watchdog holds
+the robot within its periods.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from robot_learning.errors import ConfigError
+
+
+def run_deploy(cfg) -> int:
+    from robot_learning.cli.rig import parse_robot
+    from robot_learning.deploy.remote import open_policy
+
+    where, name, model = parse_robot(cfg.robot)
+    policy = open_policy(cfg.policy, token=cfg.token, device=cfg.device)
+    try:
+        if where == "sim":
+            return _deploy_sim(cfg, policy, name, model)
+        return _deploy_real(cfg, policy)
+    finally:
+        close = getattr(policy, "close", None)
+        if close is not None:
+            close()
+
+
+def _latency(policy) -> dict:
+    timing = getattr(policy, "last_timing", None)
+    return {"server_timing_ms": timing} if timing else {}
+
+
+def _deploy_sim(cfg, policy, task: str, model: str) -> int:
+    from robot_learning.evaluation.metrics import summarize
+    from robot_learning.evaluation.rollout import evaluate, held_out_seeds
+
+    seeds = held_out_seeds(cfg.seed, cfg.episodes, policy.meta.get("train_seeds", []), "--seed")
+    t0 = time.perf_counter()
+    results = evaluate(policy, task, seeds, robot=model, progress=not cfg.json)
+    summary = {"robot": cfg.robot, "policy": cfg.policy, "mode": cfg.mode, **summarize(results),
+               "wall_s": round(time.perf_counter() - t0, 2), **_latency(policy)}
+    if cfg.json:
+        print(json.dumps(summary))
+    else:
+        lo, hi = summary["ci95"]
+        print(f"{task} ({model}) via {cfg.policy}: success {summary['success_rate']:.2f} over {summary['episodes']} "
+              f"episodes (seeds {seeds[0]}..{seeds[-1]}, 95% CI {lo:.2f}-{hi:.2f}); latency p50 "
+              f"{summary['latency_ms_p50']:.1f} ms per chunk")
+    return 0
+
+
+def _deploy_real(cfg, policy) -> int:
+    from robot_learning.cli.hardware_cmds import StatusLine, TrackingSink, _open_recorder
+    from robot_learning.cli.rig import open_rig
+    from robot_learning.evaluation.rollout import check_env_features
+    from robot_learning.policies.executor import ChunkExecutor
+
+    if cfg.record is None and cfg.duration_s is None:
+        print("deploying until Ctrl-C", file=sys.stderr)
+    rig = open_rig(cfg.robot, None, robot_port=cfg.robot_port, robot_id=cfg.robot_id,
+                   calibration_dir=cfg.calibration_dir, rate_hz=cfg.rate_hz, cameras=cfg.cameras, quiet=cfg.json)
+    recorder = None
+    try:
+        runtime_features = rig.robot.state_features
+        for s in rig.sensors:
+            runtime_features = runtime_features + s.features
+        check_env_features(runtime_features, policy.observation_features)
+        if policy.action_features != rig.robot.action_features:
+            raise ConfigError.expected("policy action features", list(rig.robot.action_features.names),
+                                       list(policy.action_features.names))
+        tracking = TrackingSink()
+        sinks = [tracking] + ([] if cfg.json else [StatusLine(rig, tracking)])
+        if cfg.record is not None:
+            recorder = _open_recorder(cfg.record, rig)
+            sinks.insert(0, recorder)
+            recorder.start_episode()
+        executor = ChunkExecutor(policy, rig.clock)
+        stats = rig.runtime(executor, sinks, task=cfg.task).run(duration_s=cfg.duration_s)
+        if recorder is not None:
+            recorder.end_episode(keep=True, task=cfg.task or "", operator_notes=f"deploy {cfg.policy}")
+    finally:
+        try:
+            if recorder is not None:
+                recorder.shutdown()
+        finally:
+            rig.close()
+    lat = sorted(executor.latencies_s) or [float("nan")]
+    summary = {"robot": cfg.robot, "policy": cfg.policy, "mode": cfg.mode, **stats.summary(),
+               "latency_ms_p50": round(1e3 * lat[len(lat) // 2], 2), **_latency(policy)}
+    print(json.dumps(summary) if cfg.json else "  ".join(f"{k} {v}" for k, v in summary.items()))
+    return 0

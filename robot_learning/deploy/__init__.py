@@ -1,0 +1,1 @@
+"""Serving a trained policy over a websocket (``server``) and the standalone client (``client``)."""
