@@ -60,3 +60,92 @@ def test_deploy_refuses_training_seeds_and_bad_urls(run_dir, capsys):
     assert main(["deploy", "--policy", "ws://127.0.0.1:9", "--robot", "sim:lift"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "policy server ws://127.0.0.1:9" in err
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(run_dir, port):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "robot_learning", "serve", "--checkpoint", str(run_dir),
+                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ})
+
+
+def _wait_healthy(url, timeout_s=60.0):
+    import time
+
+    from robot_learning.deploy.client import health
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return health(url)
+        except Exception:  # noqa: BLE001 - not up yet
+            assert time.monotonic() < deadline, "policy server did not come up"
+            time.sleep(0.1)
+
+
+def test_killed_server_holds_the_robot_within_3_periods_and_the_client_reconnects(run_dir):
+    """Queue mode on the twin in real time: SIGKILL the policy server mid-episode; the robot is held by the watchdog
+    no later than 3 periods after the last action that arrived; a new server on the same port is found again and
+    the policy drives the robot again."""
+    import dataclasses
+    import signal
+
+    from robot_learning.deploy.chunk_queue import QueuedChunkSource
+    from robot_learning.deploy.remote import RemotePolicy
+    from robot_learning.evaluation.rollout import env_config_for
+    from robot_learning.sim.env import SimEnv
+    from robot_learning.sim.world import PhysicsConfig
+
+    port = _free_port()
+    url = f"ws://127.0.0.1:{port}"
+    server = _serve(run_dir, port)
+    try:
+        _wait_healthy(url)
+        policy = RemotePolicy(url, timeout_s=2.0)
+        cfg = env_config_for(policy.observation_features, "lift", "panda")
+        env = SimEnv(dataclasses.replace(cfg, physics=PhysicsConfig(realtime=True)))
+        ticks, state = [], {"killed_at": None, "restarted": None}
+        try:
+            env.reset(100_000)
+            source = QueuedChunkSource(policy, env.world.clock, env.period_ns, reconnect_s=0.2)
+
+            def watch(tick) -> bool:
+                ticks.append(tick)
+                if tick.index == 15:
+                    server.send_signal(signal.SIGKILL)
+                    server.wait()
+                    state["killed_at"] = tick.index
+                if state["killed_at"] is not None and state["restarted"] is None and tick.held:
+                    state["restarted"] = _serve(run_dir, port)      # a new server on the same port
+                return state["restarted"] is not None and source.reconnects >= 1 and sum(
+                    not t.held for t in ticks[state["killed_at"] + 5:]) >= 10
+
+            env.make_runtime(source).run(max_ticks=400, should_stop=watch)   # 10 Hz, watchdog 3 periods
+        finally:
+            env.close()
+            policy.close()
+    finally:
+        server.kill()
+        if state.get("restarted") is not None:
+            state["restarted"].kill()
+    k = state["killed_at"]
+    assert k is not None and not any(t.held for t in ticks[5:k]), "the policy drove the robot before the kill"
+    first_hold = next(t.index for t in ticks[k:] if t.held)
+    last_fresh = max(t.index for t in ticks[:first_hold] if t.requested is not None)
+    assert first_hold - last_fresh <= 3, (last_fresh, first_hold)   # held within 3 periods of the last action
+    assert ticks[first_hold].reason.startswith("watchdog")
+    assert source.faults >= 1 and source.reconnects >= 1
+    assert sum(not t.held for t in ticks[first_hold:]) >= 10       # driving again after the reconnect
+    print(f"killed at tick {k}, last action tick {last_fresh}, held at tick {first_hold}, "
+          f"{source.reconnects} reconnect(s), {len(ticks)} ticks")

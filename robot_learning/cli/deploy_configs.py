@@ -52,7 +52,7 @@ class ServeConfig:
         check_bind(self.host, self.token)
 
 
-DEPLOY_MODES = ("open-loop",)
+DEPLOY_MODES = ("open-loop", "queue")
 
 
 @dataclass(frozen=True)
@@ -68,8 +68,11 @@ class DeployConfig:
     """sim:TASK[:MODEL] (the MuJoCo twin) or so101 / koch (a real arm on --robot-port)."""
     token: str | None = None
     """Bearer token of the policy server (default: $ROBOT_LEARNING_TOKEN)."""
-    mode: str = "open-loop"
-    """Chunk execution: open-loop (each chunk played out, then the next inferred)."""
+    mode: str | None = None
+    """Chunk execution: open-loop (each chunk played out, then the next inferred in the control thread: what eval
+    does; the sim default) or queue (a worker thread asks for the next chunk before the queue runs dry, drops
+    actions whose tick has passed, and reconnects to a policy server that died: the robot never waits on the
+    policy; the real-arm default)."""
     episodes: int = 1
     """Sim: episodes, one per seed from --seed."""
     seed: int = 100_000
@@ -96,7 +99,7 @@ class DeployConfig:
     """Local policy: cpu or cuda[:N]."""
 
     def __post_init__(self) -> None:
-        if self.mode not in DEPLOY_MODES:
+        if self.mode is not None and self.mode not in DEPLOY_MODES:
             raise ConfigError.expected("--mode", f"one of {', '.join(DEPLOY_MODES)}", repr(self.mode))
         if self.episodes < 1:
             raise ConfigError.expected("--episodes", ">= 1", self.episodes)

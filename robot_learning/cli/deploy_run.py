@@ -24,6 +24,8 @@ def run_deploy(cfg) -> int:
     from robot_learning.deploy.remote import open_policy
 
     where, name, model = parse_robot(cfg.robot)
+    if where == "sim" and cfg.mode not in (None, "open-loop"):
+        raise ConfigError(f"--mode {cfg.mode} runs on real arms; on the sim twin deploy evaluates open-loop, as eval")
     policy = open_policy(cfg.policy, token=cfg.token, device=cfg.device)
     try:
         if where == "sim":
@@ -47,7 +49,7 @@ def _deploy_sim(cfg, policy, task: str, model: str) -> int:
     seeds = held_out_seeds(cfg.seed, cfg.episodes, policy.meta.get("train_seeds", []), "--seed")
     t0 = time.perf_counter()
     results = evaluate(policy, task, seeds, robot=model, progress=not cfg.json)
-    summary = {"robot": cfg.robot, "policy": cfg.policy, "mode": cfg.mode, **summarize(results),
+    summary = {"robot": cfg.robot, "policy": cfg.policy, "mode": "open-loop", **summarize(results),
                "wall_s": round(time.perf_counter() - t0, 2), **_latency(policy)}
     if cfg.json:
         print(json.dumps(summary))
@@ -84,8 +86,19 @@ def _deploy_real(cfg, policy) -> int:
             recorder = _open_recorder(cfg.record, rig)
             sinks.insert(0, recorder)
             recorder.start_episode()
-        executor = ChunkExecutor(policy, rig.clock)
-        stats = rig.runtime(executor, sinks, task=cfg.task).run(duration_s=cfg.duration_s)
+        mode = cfg.mode or "queue"
+        if mode == "queue":
+            from robot_learning.deploy.chunk_queue import QueuedChunkSource
+
+            executor = QueuedChunkSource(policy, rig.clock, int(1e9 / rig.rate_hz))
+        else:
+            executor = ChunkExecutor(policy, rig.clock)
+        try:
+            stats = rig.runtime(executor, sinks, task=cfg.task).run(duration_s=cfg.duration_s)
+        finally:
+            close = getattr(executor, "close", None)
+            if close is not None:
+                close()
         if recorder is not None:
             recorder.end_episode(keep=True, task=cfg.task or "", operator_notes=f"deploy {cfg.policy}")
     finally:
@@ -95,7 +108,7 @@ def _deploy_real(cfg, policy) -> int:
         finally:
             rig.close()
     lat = sorted(executor.latencies_s) or [float("nan")]
-    summary = {"robot": cfg.robot, "policy": cfg.policy, "mode": cfg.mode, **stats.summary(),
+    summary = {"robot": cfg.robot, "policy": cfg.policy, "mode": mode, **stats.summary(),
                "latency_ms_p50": round(1e3 * lat[len(lat) // 2], 2), **_latency(policy)}
     print(json.dumps(summary) if cfg.json else "  ".join(f"{k} {v}" for k, v in summary.items()))
     return 0

@@ -1,0 +1,138 @@
+"""``QueuedChunkSource``: a policy (local or behind a policy server) as a control-runtime action source that never
+makes the loop wait.
+
+A worker thread owns the policy. Each tick the control thread hands it the newest observation and takes the action
+queued for that tick. The worker sends every observation to the policy (``observe``, so its history has every
+tick it saw) and asks for the next chunk (``infer``) when fewer than ``refill_below`` queued actions are left, so
+the next chunk arrives before the queue runs dry and the robot never waits.
+
+Timing: every queued action carries the control tick it is meant for (``ActionChunk.t_ns``). Actions whose tick
+has passed when they arrive are dropped (``stale_dropped``): a chunk that took three periods to compute starts
+at its fourth action, which compensates the observation-to-action latency (``latencies_s``). A new chunk replaces
+the queued actions from its first tick on.
+
+Faults: when the policy fails (a policy server that dies or stalls past its timeout) the worker drops the queue,
+so the loop gets no fresh action and the runtime's watchdog holds the robot within its periods; the worker then
+reconnects every ``reconnect_s`` (``policy.reconnect()``, then ``reset``) and resumes with the next observation.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+
+from robot_learning.core.clock import Clock
+from robot_learning.core.frame import Action, Observation
+from robot_learning.core.stamped import Stamped
+from robot_learning.errors import ConfigError, DeviceError
+
+
+class QueuedChunkSource:
+    def __init__(self, policy, clock: Clock, period_ns: int, refill_below: int = 3, reconnect_s: float = 0.5,
+                 seed: int | None = None):
+        if refill_below < 1:
+            raise ConfigError.expected("refill_below", ">= 1", refill_below)
+        self.policy, self.clock, self.period_ns = policy, clock, int(period_ns)
+        self.refill_below, self.reconnect_s, self.seed = int(refill_below), float(reconnect_s), seed
+        self.action_features = policy.action_features
+        self.latencies_s: list[float] = []
+        self.stale_dropped = 0
+        self.faults = 0
+        self.reconnects = 0
+        self.last_error: str | None = None
+        self._queue: collections.deque[tuple[int, Action]] = collections.deque()
+        self._cv = threading.Condition()
+        self._obs: Observation | None = None
+        self._stop = False
+        self._thread: threading.Thread | None = None
+
+    # --- control thread ------------------------------------------------------------------------
+    def reset(self) -> None:
+        self.close()
+        reset = self.policy.reset
+        reset(self.seed) if self.seed is not None else reset()
+        with self._cv:
+            self._queue.clear()
+            self._obs, self._stop = None, False
+        self._thread = threading.Thread(target=self._work, name="policy-worker", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+            self._thread = None
+
+    def next_action(self, observation: Observation) -> Stamped[Action] | None:
+        t, half = int(observation.t_ns), self.period_ns // 2
+        with self._cv:
+            self._obs = observation
+            self._cv.notify_all()
+            while self._queue and self._queue[0][0] < t - half:
+                self._queue.popleft()
+                self.stale_dropped += 1
+            if not self._queue or self._queue[0][0] > t + half:
+                return None
+            _, action = self._queue.popleft()
+        return Stamped(action, t_capture_ns=t, t_receive_ns=max(t, self.clock.now_ns()))
+
+    @property
+    def queued(self) -> int:
+        with self._cv:
+            return len(self._queue)
+
+    # --- worker --------------------------------------------------------------------------------
+    def _work(self) -> None:
+        last_t = None
+        while True:
+            with self._cv:
+                self._cv.wait_for(lambda: self._stop or (self._obs is not None and self._obs.t_ns != last_t))
+                if self._stop:
+                    return
+                obs = self._obs
+                last_t = obs.t_ns
+                left = sum(1 for tq, _ in self._queue if tq >= obs.t_ns)
+            try:
+                if left < self.refill_below:
+                    w0 = time.perf_counter()
+                    chunk = self.policy.infer(obs)
+                    self.latencies_s.append(time.perf_counter() - w0)
+                    self._enqueue(chunk)
+                else:
+                    self.policy.observe(obs)
+            except DeviceError as e:
+                self._fault(str(e))
+                if not self._recover():
+                    return
+
+    def _enqueue(self, chunk) -> None:
+        first = int(chunk.t_ns[0])
+        with self._cv:
+            keep = [(tq, a) for tq, a in self._queue if tq < first]
+            self._queue = collections.deque(keep + [(int(tq), chunk.action(i)) for i, tq in enumerate(chunk.t_ns)])
+
+    def _fault(self, message: str) -> None:
+        with self._cv:
+            self._queue.clear()           # no fresh action: the watchdog holds the robot
+            self.faults += 1
+            self.last_error = message
+
+    def _recover(self) -> bool:
+        """Reconnect until it works or the source is closed; False when closed."""
+        reconnect = getattr(self.policy, "reconnect", None)
+        while True:
+            with self._cv:
+                if self._cv.wait_for(lambda: self._stop, timeout=self.reconnect_s):
+                    return False
+            if reconnect is None:
+                return True           # a local policy that failed: try again with the next observation
+            try:
+                reconnect()
+                self.policy.reset(self.seed) if self.seed is not None else self.policy.reset()
+                self.reconnects += 1
+                return True
+            except DeviceError as e:
+                self.last_error = str(e)
