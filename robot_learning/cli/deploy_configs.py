@@ -35,6 +35,13 @@ class ServeConfig:
     """Denoising steps (default: the sampler's: ddpm 100, ddim 10, edm 3)."""
 
     def __post_init__(self) -> None:
+        if self.teleop is not None:
+            if not self.teleop.endswith("-leader"):
+                raise ConfigError.expected("--teleop", "a leader arm (so101-leader, koch-leader)", repr(self.teleop))
+            if not self.teleop_port:
+                raise ConfigError(f"--teleop {self.teleop} needs --teleop-port (robot-learning find-ports)")
+            if self.robot.startswith("sim:"):
+                raise ConfigError("--teleop takes over a real arm; on the sim twin deploy evaluates the policy alone")
         if self.token is None and os.environ.get(TOKEN_ENV):
             object.__setattr__(self, "token", os.environ[TOKEN_ENV])
         if not 0 <= self.port <= 65535:
@@ -83,6 +90,13 @@ class DeployConfig:
     """Serial port of the real arm (robot-learning find-ports)."""
     robot_id: str = "default"
     """Calibration name of the real arm."""
+    teleop: str | None = None
+    """Real arm: a leader arm (so101-leader, koch-leader) that takes over while it is moved (human intervention;
+    the recording marks those ticks)."""
+    teleop_port: str | None = None
+    """Serial port of the leader arm."""
+    teleop_id: str = "default"
+    """Calibration name of the leader arm."""
     calibration_dir: Path | None = None
     """Where calibration files live (default: $ROBOT_LEARNING_CALIBRATION or ~/.config/robot-learning/calibration)."""
     rate_hz: float = 50.0
@@ -110,5 +124,12 @@ class DeployConfig:
         if not self.robot.startswith("sim:") and not self.robot_port:
             raise ConfigError(f"--robot {self.robot} needs --robot-port (robot-learning find-ports), or use "
                               f"--robot sim:TASK for the MuJoCo twin")
+        if self.teleop is not None:
+            if not self.teleop.endswith("-leader"):
+                raise ConfigError.expected("--teleop", "a leader arm (so101-leader, koch-leader)", repr(self.teleop))
+            if not self.teleop_port:
+                raise ConfigError(f"--teleop {self.teleop} needs --teleop-port (robot-learning find-ports)")
+            if self.robot.startswith("sim:"):
+                raise ConfigError("--teleop takes over a real arm; on the sim twin deploy evaluates the policy alone")
         if self.token is None and os.environ.get(TOKEN_ENV):
             object.__setattr__(self, "token", os.environ[TOKEN_ENV])

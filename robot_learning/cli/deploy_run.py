@@ -69,8 +69,9 @@ def _deploy_real(cfg, policy) -> int:
 
     if cfg.record is None and cfg.duration_s is None:
         print("deploying until Ctrl-C", file=sys.stderr)
-    rig = open_rig(cfg.robot, None, robot_port=cfg.robot_port, robot_id=cfg.robot_id,
-                   calibration_dir=cfg.calibration_dir, rate_hz=cfg.rate_hz, cameras=cfg.cameras, quiet=cfg.json)
+    rig = open_rig(cfg.robot, cfg.teleop, robot_port=cfg.robot_port, robot_id=cfg.robot_id,
+                   teleop_port=cfg.teleop_port, teleop_id=cfg.teleop_id, calibration_dir=cfg.calibration_dir,
+                   rate_hz=cfg.rate_hz, cameras=cfg.cameras, quiet=cfg.json)
     recorder = None
     try:
         runtime_features = rig.robot.state_features
@@ -93,10 +94,15 @@ def _deploy_real(cfg, policy) -> int:
             executor = QueuedChunkSource(policy, rig.clock, int(1e9 / rig.rate_hz))
         else:
             executor = ChunkExecutor(policy, rig.clock)
+        source = executor
+        if rig.teleop is not None:   # a human takes over while the leader arm is moved
+            from robot_learning.deploy.intervention import InterventionSource
+
+            source = InterventionSource(executor, rig.teleop)
         try:
-            stats = rig.runtime(executor, sinks, task=cfg.task).run(duration_s=cfg.duration_s)
+            stats = rig.runtime(source, sinks, task=cfg.task).run(duration_s=cfg.duration_s)
         finally:
-            close = getattr(executor, "close", None)
+            close = getattr(source, "close", None)
             if close is not None:
                 close()
         if recorder is not None:
@@ -109,6 +115,9 @@ def _deploy_real(cfg, policy) -> int:
             rig.close()
     lat = sorted(executor.latencies_s) or [float("nan")]
     summary = {"robot": cfg.robot, "policy": cfg.policy, "mode": mode, **stats.summary(),
-               "latency_ms_p50": round(1e3 * lat[len(lat) // 2], 2), **_latency(policy)}
+               "latency_ms_p50": round(1e3 * lat[len(lat) // 2], 2), **_latency(policy),
+               "intervention_ticks": getattr(source, "human_ticks", 0), "takeovers": getattr(source, "takeovers", 0),
+               "stale_dropped": getattr(executor, "stale_dropped", 0),
+               "final_joint_pos_rad": tracking.final_joint_pos_rad}
     print(json.dumps(summary) if cfg.json else "  ".join(f"{k} {v}" for k, v in summary.items()))
     return 0
