@@ -59,7 +59,7 @@ class ServeConfig:
         check_bind(self.host, self.token)
 
 
-DEPLOY_MODES = ("open-loop", "queue")
+DEPLOY_MODES = ("open-loop", "queue", "ensemble", "rtc")
 
 
 @dataclass(frozen=True)
@@ -77,9 +77,10 @@ class DeployConfig:
     """Bearer token of the policy server (default: $ROBOT_LEARNING_TOKEN)."""
     mode: str | None = None
     """Chunk execution: open-loop (each chunk played out, then the next inferred in the control thread: what eval
-    does; the sim default) or queue (a worker thread asks for the next chunk before the queue runs dry, drops
-    actions whose tick has passed, and reconnects to a policy server that died: the robot never waits on the
-    policy; the real-arm default)."""
+    does; the sim default), or, in a worker thread so the robot never waits on the policy (actions whose tick
+    has passed are dropped; a policy server that died is reconnected): queue (the next chunk replaces the queue;
+    the real-arm default), ensemble (temporal ensembling: a chunk every tick, weighted mean per tick) or rtc
+    (real-time chunking: actions due during the inference stay committed, the rest blends into the new chunk)."""
     episodes: int = 1
     """Sim: episodes, one per seed from --seed."""
     seed: int = 100_000

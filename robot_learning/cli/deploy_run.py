@@ -88,10 +88,10 @@ def _deploy_real(cfg, policy) -> int:
             sinks.insert(0, recorder)
             recorder.start_episode()
         mode = cfg.mode or "queue"
-        if mode == "queue":
+        if mode != "open-loop":
             from robot_learning.deploy.chunk_queue import QueuedChunkSource
 
-            executor = QueuedChunkSource(policy, rig.clock, int(1e9 / rig.rate_hz))
+            executor = QueuedChunkSource(policy, rig.clock, int(1e9 / rig.rate_hz), merge=mode)
         else:
             executor = ChunkExecutor(policy, rig.clock)
         source = executor

@@ -11,6 +11,15 @@ has passed when they arrive are dropped (``stale_dropped``): a chunk that took t
 at its fourth action, which compensates the observation-to-action latency (``latencies_s``). A new chunk replaces
 the queued actions from its first tick on.
 
+How a new chunk joins the queue (``merge``):
+
+- ``queue``: it replaces the queued actions from its first tick on;
+- ``ensemble`` (temporal ensembling, as ACT): every prediction made for a tick is kept and the action is their
+  weighted mean, weight ``exp(-ensemble_k * i)`` for the i-th oldest (the oldest weighs most); refills every tick;
+- ``rtc`` (real-time chunking): the actions due while the chunk was being computed (its latency, in ticks, at
+  least one) are already committed and stay fixed; over the rest of the overlap the queue blends linearly from
+  the old plan to the new one, then follows the new chunk: no jump where two chunks meet.
+
 Faults: when the policy fails (a policy server that dies or stalls past its timeout) the worker drops the queue,
 so the loop gets no fresh action and the runtime's watchdog holds the robot within its periods; the worker then
 reconnects every ``reconnect_s`` (``policy.reconnect()``, then ``reset``) and resumes with the next observation.
@@ -22,6 +31,8 @@ import collections
 import threading
 import time
 
+import numpy as np
+
 from robot_learning.core.clock import Clock
 from robot_learning.core.frame import Action, Observation
 from robot_learning.core.stamped import Stamped
@@ -29,10 +40,17 @@ from robot_learning.errors import ConfigError, DeviceError
 
 
 class QueuedChunkSource:
+    MERGES = ("queue", "ensemble", "rtc")
+
     def __init__(self, policy, clock: Clock, period_ns: int, refill_below: int = 3, reconnect_s: float = 0.5,
-                 seed: int | None = None):
+                 seed: int | None = None, merge: str = "queue", ensemble_k: float = 0.01):
         if refill_below < 1:
             raise ConfigError.expected("refill_below", ">= 1", refill_below)
+        if merge not in self.MERGES:
+            raise ConfigError.expected("chunk merge mode", f"one of {', '.join(self.MERGES)}", repr(merge))
+        self.merge, self.ensemble_k = merge, float(ensemble_k)
+        if merge == "ensemble":
+            refill_below = 1 << 30   # a new prediction every tick
         self.policy, self.clock, self.period_ns = policy, clock, int(period_ns)
         self.refill_below, self.reconnect_s, self.seed = int(refill_below), float(reconnect_s), seed
         self.action_features = policy.action_features
@@ -41,7 +59,8 @@ class QueuedChunkSource:
         self.faults = 0
         self.reconnects = 0
         self.last_error: str | None = None
-        self._queue: collections.deque[tuple[int, Action]] = collections.deque()
+        self._queue: collections.deque[tuple[int, np.ndarray]] = collections.deque()   # (tick, action vector)
+        self._predictions: dict[int, list[np.ndarray]] = {}                               # ensemble: per tick
         self._cv = threading.Condition()
         self._obs: Observation | None = None
         self._stop = False
@@ -54,6 +73,7 @@ class QueuedChunkSource:
         reset(self.seed) if self.seed is not None else reset()
         with self._cv:
             self._queue.clear()
+            self._predictions.clear()
             self._obs, self._stop = None, False
         self._thread = threading.Thread(target=self._work, name="policy-worker", daemon=True)
         self._thread.start()
@@ -76,7 +96,9 @@ class QueuedChunkSource:
                 self.stale_dropped += 1
             if not self._queue or self._queue[0][0] > t + half:
                 return None
-            _, action = self._queue.popleft()
+            tq, vec = self._queue.popleft()
+            self._predictions.pop(tq, None)
+        action = Action.from_vector(self.action_features, vec)
         return Stamped(action, t_capture_ns=t, t_receive_ns=max(t, self.clock.now_ns()))
 
     @property
@@ -100,7 +122,7 @@ class QueuedChunkSource:
                     w0 = time.perf_counter()
                     chunk = self.policy.infer(obs)
                     self.latencies_s.append(time.perf_counter() - w0)
-                    self._enqueue(chunk)
+                    self._enqueue(chunk, self.latencies_s[-1])
                 else:
                     self.policy.observe(obs)
             except DeviceError as e:
@@ -108,15 +130,45 @@ class QueuedChunkSource:
                 if not self._recover():
                     return
 
-    def _enqueue(self, chunk) -> None:
-        first = int(chunk.t_ns[0])
+    def _enqueue(self, chunk, latency_s: float = 0.0) -> None:
+        new = [(int(tq), np.asarray(chunk.actions[i], dtype=np.float64)) for i, tq in enumerate(chunk.t_ns)]
         with self._cv:
-            keep = [(tq, a) for tq, a in self._queue if tq < first]
-            self._queue = collections.deque(keep + [(int(tq), chunk.action(i)) for i, tq in enumerate(chunk.t_ns)])
+            self._queue = collections.deque(self.merged(list(self._queue), new, latency_s))
+
+    def merged(self, old: list[tuple[int, np.ndarray]], new: list[tuple[int, np.ndarray]],
+               latency_s: float = 0.0) -> list[tuple[int, np.ndarray]]:
+        """The queue after ``new`` (a chunk as (tick, vector) pairs) arrives on top of ``old`` (see ``merge``)."""
+        first = new[0][0]
+        if self.merge == "queue":
+            return [e for e in old if e[0] < first] + new
+        if self.merge == "ensemble":
+            for tq, v in new:
+                self._predictions.setdefault(tq, []).append(v)
+            out = [e for e in old if e[0] < first]
+            for tq, _ in new:
+                preds = self._predictions[tq]
+                w = np.exp(-self.ensemble_k * np.arange(len(preds)))
+                out.append((tq, np.average(np.stack(preds), axis=0, weights=w)))
+            return out
+        # rtc: actions due during the inference are committed; then a linear blend over the rest of the overlap
+        commit_ticks = max(1, int(np.ceil(latency_s * 1e9 / self.period_ns)))
+        committed_until = first + commit_ticks * self.period_ns
+        old_map = dict(old)
+        overlap = [tq for tq, _ in new if tq >= committed_until and tq in old_map]
+        out = [e for e in old if e[0] < committed_until]
+        for tq, v in new:
+            if tq < committed_until and tq in old_map:
+                continue                           # committed: the old plan stays
+            if tq in overlap:
+                w = (overlap.index(tq) + 1) / (len(overlap) + 1)
+                v = (1 - w) * old_map[tq] + w * v
+            out.append((tq, v))
+        return sorted(out, key=lambda e: e[0])
 
     def _fault(self, message: str) -> None:
         with self._cv:
             self._queue.clear()           # no fresh action: the watchdog holds the robot
+            self._predictions.clear()
             self.faults += 1
             self.last_error = message
 
