@@ -82,7 +82,15 @@ def _deploy_real(cfg, policy) -> int:
             raise ConfigError.expected("policy action features", list(rig.robot.action_features.names),
                                        list(policy.action_features.names))
         tracking = TrackingSink()
-        sinks = [tracking] + ([] if cfg.json else [StatusLine(rig, tracking)])
+        box: dict = {}
+
+        def policy_status() -> str:   # latency of the last chunk and the queue, for the status line
+            ex = box.get("executor")
+            lat = ex.latencies_s[-1] * 1e3 if ex is not None and ex.latencies_s else float("nan")
+            queued = getattr(ex, "queued", None)
+            return f"latency {lat:5.1f} ms" + (f"  queue {queued}" if queued is not None else "")
+
+        sinks = [tracking] + ([] if cfg.json else [StatusLine(rig, tracking, extra=policy_status)])
         if cfg.record is not None:
             recorder = _open_recorder(cfg.record, rig)
             sinks.insert(0, recorder)
@@ -94,7 +102,7 @@ def _deploy_real(cfg, policy) -> int:
             executor = QueuedChunkSource(policy, rig.clock, int(1e9 / rig.rate_hz), merge=mode)
         else:
             executor = ChunkExecutor(policy, rig.clock)
-        source = executor
+        source = box["executor"] = executor
         if rig.teleop is not None:   # a human takes over while the leader arm is moved
             from robot_learning.deploy.intervention import InterventionSource
 

@@ -168,8 +168,8 @@ class TrackingSink:
 class StatusLine:
     """Runtime sink printing rate, holds, tracking error and bus errors to stderr twice a second."""
 
-    def __init__(self, rig, tracking: TrackingSink, stream=sys.stderr):
-        self.rig, self.tracking, self.stream = rig, tracking, stream
+    def __init__(self, rig, tracking: TrackingSink, stream=sys.stderr, extra=None):
+        self.rig, self.tracking, self.stream, self.extra = rig, tracking, stream, extra
         self._last = time.monotonic()
         self._ticks = self._last_ticks = 0
         self._holds = 0
@@ -186,8 +186,8 @@ class StatusLine:
         errs = f"  bus errors {bus.stats.errors}" if bus is not None else ""
         err = self.tracking.errors[-1] if self.tracking.errors else float("nan")
         print(f"\r{rate:5.1f} Hz  ticks {self._ticks}  holds {self._holds}  tracking "
-              f"{np.degrees(err):5.2f} deg{errs}  takeover {'yes' if tick.intervention else 'no '}", end="",
-              file=self.stream, flush=True)
+              f"{np.degrees(err):5.2f} deg{errs}  takeover {'yes' if tick.intervention else 'no '}"
+              f"{'  ' + self.extra() if self.extra is not None else ''}", end="", file=self.stream, flush=True)
 
     def close(self) -> None:
         print(file=self.stream)
