@@ -35,13 +35,6 @@ class ServeConfig:
     """Denoising steps (default: the sampler's: ddpm 100, ddim 10, edm 3)."""
 
     def __post_init__(self) -> None:
-        if self.teleop is not None:
-            if not self.teleop.endswith("-leader"):
-                raise ConfigError.expected("--teleop", "a leader arm (so101-leader, koch-leader)", repr(self.teleop))
-            if not self.teleop_port:
-                raise ConfigError(f"--teleop {self.teleop} needs --teleop-port (robot-learning find-ports)")
-            if self.robot.startswith("sim:"):
-                raise ConfigError("--teleop takes over a real arm; on the sim twin deploy evaluates the policy alone")
         if self.token is None and os.environ.get(TOKEN_ENV):
             object.__setattr__(self, "token", os.environ[TOKEN_ENV])
         if not 0 <= self.port <= 65535:
