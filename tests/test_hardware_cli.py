@@ -112,7 +112,7 @@ def test_teleoperate_real_arm_records_realsense_and_uvc(cal_dir, tmp_path):
                           "--record", str(ds), "--json")
     assert rc == 0
     s = json.loads(out.strip().splitlines()[-1])
-    assert 45 <= s["ticks"] <= 51 and s["episode"] == 0
+    assert 40 <= s["ticks"] <= 51 and s["episode"] == 0          # 1 s at 50 Hz (a loaded CI machine misses a few)
     store = EpisodeStore.open(ds)
     ep = store.episodes[0]
     streams = {st.name: st for st in store.schema.streams}

@@ -112,7 +112,7 @@ def test_record_two_episodes_on_a_real_arm_then_append(rig, tmp_path):
     assert store.schema.robot["kind"] == "real" and store.schema.robot["name"] == "so101"
     assert [st.name for st in store.schema.streams] == ["robot"]             # no cameras by default
     for ep in store.episodes:
-        assert 45 <= ep.length <= 51, ep.length                  # 1 s at 50 Hz
+        assert 40 <= ep.length <= 51, ep.length                  # 1 s at 50 Hz (a loaded machine misses a few)
         assert ep.seed is None and ep.task == "wave" and ep.operator_notes == "so101-leader teleop"
         t = store.stream_times(ep, "robot")
         dt = np.diff(t) / 1e9
