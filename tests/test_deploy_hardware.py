@@ -49,7 +49,11 @@ def test_leader_arm_takes_over_a_deployed_policy_and_the_recording_marks_it(cal_
             for n in NAMES:
                 lead.servo(spec_l.motor_map[n].id).set_physical((goals[n] + cal_l.homing_offsets[n]) % RES)
 
-        def operator():  # rests for 1.5 s, then moves the leader to the target and keeps a hand on it (small motion)
+        def operator():  # rests while the policy drives for 1.5 s, then moves the leader to the target and keeps a
+            deadline = time.monotonic() + 120     # hand on it (small motion)
+            while not fol.servo(1).torque_enabled:    # the deploy loop starts once the follower has torque
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
             time.sleep(1.5)
             for a in np.linspace(0, 1, 30):
                 put(a * target)
