@@ -16,12 +16,15 @@ so the payloads have the real sizes):
   this process (client and server share the GIL, as a sim and a server in one process would).
 
 Then the control-loop view: the twin (the lift sim stepped in real time at the policy's 10 Hz) runs
-``--ticks`` ticks per mode, ``ChunkExecutor`` (open loop: ``next_action`` blocks while a chunk is
-computed) and ``QueuedChunkSource`` (a worker thread infers ahead; the control thread only takes the
-queued action), each with the local policy and with ``RemotePolicy`` on the server process. Measured:
-the time the control thread spends in ``next_action`` per tick (p50 / p99 / max), the ticks where no
-action was ready (``next_action`` returned None; the first chunk of an episode excluded and counted
-apart), loop overruns, and the chunks inferred.
+up to ``--ticks`` ticks per mode (until the cube is lifted): ``open-loop`` (``ChunkExecutor``:
+``next_action`` blocks while a chunk is computed) and the worker-thread modes of ``QueuedChunkSource``
+(``queue``, ``ensemble``, ``rtc``: the control thread only takes the queued action), each with the local
+policy and with ``RemotePolicy`` on the server process. Measured: the time the control thread spends in
+``next_action`` per tick (p50 / p99 / max), the ticks where no action was ready (``next_action`` returned
+None; the first chunk of an episode excluded and counted apart), loop overruns, the chunks inferred,
+stale actions dropped, and how smoothly the executed joint targets move (rms acceleration, rms and p99
+jerk, largest single-tick step: chunk seams show as jerk). Smoothness only means something with a
+trained policy (``--checkpoint``): a 2-step policy's actions are noise.
 
 Threads: ``--threads`` (default 1) torch/OpenMP threads in this process and in the server process.
 
@@ -290,28 +293,44 @@ class TimedSource:
         return out
 
 
+def smoothness(records, rate_hz: float) -> dict:
+    """How smoothly the executed joint targets move: per-tick finite differences of ``joint_pos_rad`` scaled to
+    rad/s, rad/s^2 and rad/s^3 (norm over the joints). A jump where two chunks meet shows as a large jerk."""
+    q = np.array([r.executed["joint_pos_rad"] for r in records if r.executed is not None], dtype=np.float64)
+    if len(q) < 4:
+        return {"accel_rms_rad_s2": None, "jerk_rms_rad_s3": None, "jerk_p99_rad_s3": None, "step_max_rad": None}
+    d1, d2, d3 = (np.linalg.norm(np.diff(q, n=k, axis=0), axis=1) for k in (1, 2, 3))
+    return {"accel_rms_rad_s2": round(float(np.sqrt(np.mean(d2 ** 2)) * rate_hz ** 2), 3),
+            "jerk_rms_rad_s3": round(float(np.sqrt(np.mean(d3 ** 2)) * rate_hz ** 3), 2),
+            "jerk_p99_rad_s3": round(float(np.percentile(d3, 99)) * rate_hz ** 3, 2),
+            "step_max_rad": round(float(d1.max()), 4)}
+
+
+LOOP_MODES = ("open-loop", "queue", "ensemble", "rtc")
+
+
 def bench_loop(policy, mode: str, ticks: int, seed: int) -> dict:
     from robot_learning.sim.env import SimEnv
     from robot_learning.sim.world import PhysicsConfig
 
-    from robot_learning.deploy.chunk_queue import QueuedChunkSource
-    from robot_learning.evaluation.rollout import env_config_for
-    from robot_learning.policies.executor import ChunkExecutor
+    from robot_learning.evaluation.rollout import chunk_source, env_config_for
 
     cfg = env_config_for(policy.observation_features, "lift", "panda")
     env = SimEnv(dataclasses.replace(cfg, physics=PhysicsConfig(realtime=True)))
     try:
         env.reset(seed)
-        clock = env.world.clock
-        if mode == "open_loop":
-            source = ChunkExecutor(policy, clock, seed=seed)
-        else:
-            source = QueuedChunkSource(policy, clock, env.period_ns, seed=seed)
+        source = chunk_source(policy, env, seed, mode)
         timed = TimedSource(source)
         records: list = []
         w0 = time.perf_counter()
-        stats = env.make_runtime(timed).run(max_ticks=ticks, should_stop=lambda t: records.append(t) or False)
+        try:
+            stats = env.make_runtime(timed).run(max_ticks=ticks,
+                                                should_stop=lambda t: records.append(t) or env.task.success(env.world))
+        finally:
+            timed.close()
         wall_s = time.perf_counter() - w0
+        success = bool(env.task.success(env.world))
+        rate = env.task.config.control_rate_hz
     finally:
         env.close()
     first_action = next((i for i, r in enumerate(records) if r.requested is not None), None)
@@ -320,7 +339,8 @@ def bench_loop(policy, mode: str, ticks: int, seed: int) -> dict:
             "no_action_ticks": len(none_after), "ticks_before_first_action": first_action,
             "held_ticks": sum(r.held for r in records), "overruns": stats.loop.overruns,
             "missed_ticks": stats.loop.missed_ticks, "chunks": len(source.latencies_s),
-            "stale_dropped": getattr(source, "stale_dropped", 0),
+            "stale_dropped": getattr(source, "stale_dropped", 0), "success": success,
+            "smoothness": smoothness(records[first_action or 0:], rate),
             "chunk_latency_ms": _ms([s * 1e3 for s in source.latencies_s]), "wall_s": round(wall_s, 2)}
 
 
@@ -342,12 +362,16 @@ def table(res: dict) -> str:
     for name, d in res["null"].items():
         lines.append(f"| {name} | {d['request_bytes']:,} | {q3(d['overhead_ms'])} | "
                      f"{q3(d['observe_round_trip_ms'])} |")
-    lines += ["", (f"| control loop, {res['config']['ticks']} ticks at 10 Hz on the twin | next_action ms "
-                  "p50 / p99 / max | no action ready | ticks before 1st action | overruns | chunks |"),
-              "|---|---|---|---|---|---|"]
+    lines += ["", (f"| control loop, up to {res['config']['ticks']} ticks at 10 Hz on the twin | next_action ms "
+                  "p50 / p99 / max | no action ready | ticks before 1st action | overruns | chunks | stale dropped | "
+                  "accel rms rad/s^2 | jerk rms / p99 rad/s^3 | largest step rad | lifted |"),
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, d in res["loop"].items():
+        sm = d["smoothness"]
         lines.append(f"| {name} | {q3(d['next_action_ms'])} | {d['no_action_ticks']} | "
-                     f"{d['ticks_before_first_action']} | {d['overruns']} | {d['chunks']} |")
+                     f"{d['ticks_before_first_action']} | {d['overruns']} | {d['chunks']} | {d['stale_dropped']} | "
+                     f"{_f(sm['accel_rms_rad_s2'])} | {_f(sm['jerk_rms_rad_s3'], 1)} / {_f(sm['jerk_p99_rad_s3'], 1)} | "
+                     f"{_f(sm['step_max_rad'], 3)} | {'yes' if d['success'] else 'no'} |")
     return "\n".join(lines)
 
 
@@ -356,7 +380,7 @@ def ratios(res: dict) -> dict:
     for q in ("p50", "p99"):
         out[f"infer_{q}"] = _ratio(rem["round_trip_ms"][q], loc["infer_ms"][q])
         out[f"observe_{q}"] = _ratio(rem["observe_round_trip_ms"][q], loc["observe_ms"][q])
-    for mode in ("open_loop", "queue"):
+    for mode in LOOP_MODES:
         a, b = res["loop"].get(f"{mode}_remote"), res["loop"].get(f"{mode}_local")
         if a and b:
             for q in ("p50", "p99", "max"):
@@ -377,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="torch/OpenMP threads of this process and of the server process (default 1: client, "
                          "server and sim share the cores, and oversubscribed OpenMP spinning makes inference "
                          "erratic; 0: torch's default)")
+    ap.add_argument("--modes", nargs="+", default=list(LOOP_MODES), choices=LOOP_MODES,
+                    help="chunk execution modes of the control-loop runs (default: all)")
     ap.add_argument("--skip-loop", action="store_true", help="requests only, no control-loop runs")
     ap.add_argument("--no-save", action="store_true", help="do not write bench/results/serve.json")
     ap.add_argument("--serve-worker", action="store_true", help=argparse.SUPPRESS)
@@ -429,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
                                     ("state + 640x480 RGB", (640, 480)))}
         loop: dict[str, Any] = {}
         if not args.skip_loop:
-            for mode in ("open_loop", "queue"):
+            for mode in args.modes:
                 for where in ("local", "remote"):
                     print(f"control loop: {mode}, {where} ...", file=sys.stderr, flush=True)
                     p = policy if where == "local" else RemotePolicy(url, timeout_s=30.0)

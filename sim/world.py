@@ -114,10 +114,12 @@ class SimWorld:
 
     # --- state -----------------------------------------------------------------------------
     def reset_data(self) -> None:
-        """Reset physics state (time keeps counting: the clock is monotonic across episodes)."""
+        """Reset physics state (time keeps counting: the clock is monotonic across episodes). In real time, the
+        pacing re-anchors to the wall clock: the time spent between episodes is not run off at full speed."""
         with self.lock:
             mujoco.mj_resetData(self.model, self.data)
             mujoco.mj_forward(self.model, self.data)
+            self._wall0 = None
 
     def forward(self) -> None:
         with self.lock:

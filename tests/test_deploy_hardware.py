@@ -82,3 +82,67 @@ def test_leader_arm_takes_over_a_deployed_policy_and_the_recording_marks_it(cal_
     mask = store.ticks(store.episodes[0])["intervention"]
     assert not mask[:10].any() and mask[-5:].all()          # the policy first, then the human to the end
     assert store.episodes[0].intervention_ticks == int(mask.sum()) == s["intervention_ticks"]
+
+
+def test_gamepad_takes_over_a_deployed_policy_through_the_cartesian_stage(cal_dir, tmp_path):
+    """An end-effector device takes over a joint-space policy: while the left bumper is held, the stick's tool deltas
+    go through the twin's Cartesian controller from the pose the policy left; the recording holds joint actions and
+    marks those ticks."""
+    pytest.importorskip("pygame")
+    import pygame
+
+    from robot_learning.datasets.store import EpisodeStore
+    from robot_learning.datasets.verify import verify
+    from robot_learning.hardware.servo_arm import _Kinematics
+
+    from virtual_pad import VirtualPad
+
+    ds = tmp_path / "so101_lift.zarr"
+    record_lift(ds, seeds=(0, 1), robot="so101", cameras=(), tactile=False)
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", str(ds), "--out", str(run), "--obs", "proprio", "--batch-size", "8",
+                 "--steps", "2", "--eval-episodes", "0", "--no-progress"]) == 0
+    spec = get_arm("so101")
+    pad = VirtualPad()
+    stop = threading.Event()
+    try:
+        with ServoEmulator("feetech", servos_of(spec)) as fol:
+            sweep_and_calibrate(fol, spec, "f", cal_dir, FOLLOWER_POSE)
+
+            def operator():   # the policy drives for 1.5 s, then the bumper is held with the left stick up
+                deadline = time.monotonic() + 120
+                while not fol.servo(1).torque_enabled:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.01)
+                if stop.wait(1.5):
+                    return
+                pad.axis(1, -1.0)
+                pad.button(9, 1)
+
+            th = threading.Thread(target=operator, daemon=True)
+            th.start()
+            rec = tmp_path / "deploy.zarr"
+            buf = io.StringIO()
+            with contextlib.redirect_stdout(buf):
+                rc = main(["deploy", "--policy", str(run), "--robot", "so101", "--robot-port", fol.port,
+                           "--robot-id", "f", "--teleop", "gamepad", "--rate-hz", "10", "--duration-s", "3.5",
+                           "--record", str(rec), "--json"])
+            stop.set()
+            th.join()
+    finally:
+        pad.detach()
+        pygame.quit()
+    assert rc == 0
+    s = json.loads(buf.getvalue().strip().splitlines()[-1])
+    assert s["takeovers"] == 1 and 5 <= s["intervention_ticks"] < s["ticks"]
+    store = EpisodeStore.open(rec)
+    assert verify(store) == []
+    ep = store.episodes[0]
+    ticks = store.ticks(ep)
+    mask = ticks["intervention"]
+    assert not mask[:10].any() and mask[-5:].all()
+    q = np.asarray(ticks["action.joint_pos_rad"])             # the executed joint commands
+    kin = _Kinematics("so101")
+    first = int(np.argmax(mask))
+    x0, x1 = kin.pose(q[first])[0], kin.pose(q[-1])[0]
+    assert x1[0] - x0[0] > 0.03 and abs(x1[1] - x0[1]) < 0.02, (x0, x1)   # the tool went away from the base

@@ -52,6 +52,7 @@ class ServeConfig:
         check_bind(self.host, self.token)
 
 
+EE_TAKEOVER = ("keyboard", "gamepad", "spacemouse")
 DEPLOY_MODES = ("open-loop", "queue", "ensemble", "rtc")
 
 
@@ -73,7 +74,8 @@ class DeployConfig:
     does; the sim default), or, in a worker thread so the robot never waits on the policy (actions whose tick
     has passed are dropped; a policy server that died is reconnected): queue (the next chunk replaces the queue;
     the real-arm default), ensemble (temporal ensembling: a chunk every tick, weighted mean per tick) or rtc
-    (real-time chunking: actions due during the inference stay committed, the rest blends into the new chunk)."""
+    (real-time chunking: actions due during the inference stay committed, the rest blends into the new chunk).
+    On the sim twin the worker-thread modes step physics in real time (an episode takes its real length)."""
     episodes: int = 1
     """Sim: episodes, one per seed from --seed."""
     seed: int = 100_000
@@ -85,8 +87,10 @@ class DeployConfig:
     robot_id: str = "default"
     """Calibration name of the real arm."""
     teleop: str | None = None
-    """Real arm: a leader arm (so101-leader, koch-leader) that takes over while it is moved (human intervention;
-    the recording marks those ticks)."""
+    """Real arm: a teleop device that takes over (human intervention; the recording marks those ticks): a leader arm
+    (so101-leader, koch-leader) while it is moved from rest, or an end-effector device while its takeover control is
+    held (gamepad: left bumper; spacemouse: right button; keyboard: t), moving the tool from where the policy left
+    it through the twin's Cartesian controller."""
     teleop_port: str | None = None
     """Serial port of the leader arm."""
     teleop_id: str = "default"
@@ -119,9 +123,10 @@ class DeployConfig:
             raise ConfigError(f"--robot {self.robot} needs --robot-port (robot-learning find-ports), or use "
                               f"--robot sim:TASK for the MuJoCo twin")
         if self.teleop is not None:
-            if not self.teleop.endswith("-leader"):
-                raise ConfigError.expected("--teleop", "a leader arm (so101-leader, koch-leader)", repr(self.teleop))
-            if not self.teleop_port:
+            if not self.teleop.endswith("-leader") and self.teleop not in EE_TAKEOVER:
+                raise ConfigError.expected("--teleop", f"a leader arm (so101-leader, koch-leader) or one of "
+                                           f"{', '.join(EE_TAKEOVER)}", repr(self.teleop))
+            if self.teleop.endswith("-leader") and not self.teleop_port:
                 raise ConfigError(f"--teleop {self.teleop} needs --teleop-port (robot-learning find-ports)")
             if self.robot.startswith("sim:"):
                 raise ConfigError("--teleop takes over a real arm; on the sim twin deploy evaluates the policy alone")

@@ -2,10 +2,12 @@
 through the control runtime that recorded its demonstrations.
 
 - sim robot (``sim:TASK[:MODEL]``): ``--episodes N --seed S`` runs N held-out episodes through the same rollout as
-  ``eval`` and prints the success rate (``--json``: one line with ``success_rate`` and ``episodes``);
+  ``eval`` and prints the success rate (``--json``: one line with ``success_rate`` and ``episodes``); open-loop
+  (the default there) steps the twin as fast as it can, as ``eval``; the worker-thread modes step it in real time,
+  so the policy's latency costs what it would on the robot;
 - real arm (``so101``, ``koch``): runs until ``--duration-s`` or Ctrl-C, with a status line, optionally recording.
 
-Chunks execute open loop (the mode the policy was evaluated with); the safety filter and the watchdog sit between
+Chunks execute in ``--mode`` (``robot_learning.deploy.chunk_queue``); the safety filter and the watchdog sit between
 the policy and the motors as always: a policy server that stalls or dies stops the actions, and the watchdog holds
 the robot within its periods.
 """
@@ -24,8 +26,6 @@ def run_deploy(cfg) -> int:
     from robot_learning.deploy.remote import open_policy
 
     where, name, model = parse_robot(cfg.robot)
-    if where == "sim" and cfg.mode not in (None, "open-loop"):
-        raise ConfigError(f"--mode {cfg.mode} runs on real arms; on the sim twin deploy evaluates open-loop, as eval")
     policy = open_policy(cfg.policy, token=cfg.token, device=cfg.device)
     try:
         if where == "sim":
@@ -47,15 +47,16 @@ def _deploy_sim(cfg, policy, task: str, model: str) -> int:
     from robot_learning.evaluation.rollout import evaluate, held_out_seeds
 
     seeds = held_out_seeds(cfg.seed, cfg.episodes, policy.meta.get("train_seeds", []), "--seed")
+    mode = cfg.mode or "open-loop"
     t0 = time.perf_counter()
-    results = evaluate(policy, task, seeds, robot=model, progress=not cfg.json)
-    summary = {"robot": cfg.robot, "policy": cfg.policy, "mode": "open-loop", **summarize(results),
+    results = evaluate(policy, task, seeds, robot=model, progress=not cfg.json, mode=mode)
+    summary = {"robot": cfg.robot, "policy": cfg.policy, "mode": mode, **summarize(results),
                "wall_s": round(time.perf_counter() - t0, 2), **_latency(policy)}
     if cfg.json:
         print(json.dumps(summary))
     else:
         lo, hi = summary["ci95"]
-        print(f"{task} ({model}) via {cfg.policy}: success {summary['success_rate']:.2f} over {summary['episodes']} "
+        print(f"{task} ({model}) via {cfg.policy}, {mode}: success {summary['success_rate']:.2f} over {summary['episodes']} "
               f"episodes (seeds {seeds[0]}..{seeds[-1]}, 95% CI {lo:.2f}-{hi:.2f}); latency p50 "
               f"{summary['latency_ms_p50']:.1f} ms per chunk")
     return 0
@@ -103,10 +104,12 @@ def _deploy_real(cfg, policy) -> int:
         else:
             executor = ChunkExecutor(policy, rig.clock)
         source = box["executor"] = executor
-        if rig.teleop is not None:   # a human takes over while the leader arm is moved
+        if rig.teleop is not None:   # a human takes over (leader arm moved, or an end-effector device's control held)
             from robot_learning.deploy.intervention import InterventionSource
 
-            source = InterventionSource(executor, rig.teleop)
+            # the Cartesian stage converts the human's tool deltas inside the source: the runtime sees joint commands
+            stage, rig.stage = rig.stage, None
+            source = InterventionSource(executor, rig.teleop, stage=stage)
         try:
             stats = rig.runtime(source, sinks, task=cfg.task).run(duration_s=cfg.duration_s)
         finally:

@@ -5,6 +5,12 @@ Every tick the policy's source still sees the observation (its action is dropped
 history stays current and, when the flag drops, it resumes from the present: a queued source drops the actions
 whose tick has passed. ``intervention`` is the flag of this tick, which the runtime hands to its sinks: the
 recorder stores it per tick (the dataset's ``ticks/intervention`` mask, data for human-in-the-loop RL).
+
+An end-effector device (gamepad, SpaceMouse, keyboard) takes over a joint-space policy through ``stage`` (the rig's
+``CartesianStage`` over the twin's model): at each takeover its target restarts from the tool pose the policy left,
+and its deltas become joint commands here, so the runtime, the safety filter and the recording see joint actions
+whoever drives. A human command the stage rejects (non-finite) gives no action that tick: the runtime keeps the
+last command, then the watchdog holds.
 """
 
 from __future__ import annotations
@@ -15,17 +21,21 @@ from robot_learning.errors import SpecMismatchError
 
 
 class InterventionSource:
-    def __init__(self, policy_source, teleop):
-        if teleop.action_features != policy_source.action_features:
+    def __init__(self, policy_source, teleop, stage=None):
+        wanted = policy_source.action_features
+        if stage is None and teleop.action_features != wanted:
             raise SpecMismatchError.expected(
-                f"{teleop.name} actions for a takeover", list(policy_source.action_features.names),
-                f"{list(teleop.action_features.names)} (end-effector devices cannot take over a joint policy yet: "
-                "use a leader arm)")
-        self.policy_source, self.teleop = policy_source, teleop
-        self.action_features = policy_source.action_features
+                f"{teleop.name} actions for a takeover", list(wanted.names),
+                f"{list(teleop.action_features.names)} (an end-effector device needs the Cartesian stage)")
+        if stage is not None and set(wanted.names) != {"joint_pos_rad", "gripper_pos"}:
+            raise SpecMismatchError.expected("policy actions for an end-effector takeover",
+                                             ["joint_pos_rad", "gripper_pos"], list(wanted.names))
+        self.policy_source, self.teleop, self.stage = policy_source, teleop, stage
+        self.action_features = wanted
         self._active = False
         self.takeovers = 0
         self.human_ticks = 0
+        self.rejected = 0
 
     @property
     def intervention(self) -> bool:
@@ -47,8 +57,17 @@ class InterventionSource:
         active = bool(self.teleop.intervention)
         if active and not self._active:
             self.takeovers += 1
+            if self.stage is not None:
+                self.stage.reset()                          # the tool target starts where the policy left it
         self._active = active
-        if active:
-            self.human_ticks += 1
+        if not active:
+            return policy
+        self.human_ticks += 1
+        if self.stage is None or human is None:
             return human
-        return policy
+        joints, _why = self.stage.to_joints(human.value, observation)
+        if joints is None:
+            self.rejected += 1
+            return None
+        return Stamped(Action.from_vector(self.action_features, joints.vector(self.action_features)),
+                       t_capture_ns=human.t_capture_ns, t_receive_ns=human.t_receive_ns)

@@ -89,11 +89,26 @@ class _SceneVideo:
         pass
 
 
-def rollout(env, policy, seed: int, video_path: Path | None = None, fps: float = 10.0) -> EpisodeResult:
+def chunk_source(policy, env, seed: int, mode: str = "open-loop"):
+    """The action source that plays ``policy``'s chunks in ``mode``: ``open-loop`` (``ChunkExecutor``, in the
+    control thread) or a worker-thread merge of ``QueuedChunkSource`` (``queue``, ``ensemble``, ``rtc``), which
+    only makes sense on an env stepped in real time (``PhysicsConfig(realtime=True)``)."""
     from robot_learning.policies.executor import ChunkExecutor
 
+    if mode == "open-loop":
+        return ChunkExecutor(policy, env.world.clock, seed=seed)
+    if not env.world.physics.realtime:
+        raise ConfigError(f"chunk mode {mode} runs the policy beside the control loop: it needs the twin stepped in "
+                          "real time (PhysicsConfig(realtime=True))")
+    from robot_learning.deploy.chunk_queue import QueuedChunkSource
+
+    return QueuedChunkSource(policy, env.world.clock, env.period_ns, seed=seed, merge=mode)
+
+
+def rollout(env, policy, seed: int, video_path: Path | None = None, fps: float = 10.0,
+            mode: str = "open-loop") -> EpisodeResult:
     env.reset(seed)
-    executor = ChunkExecutor(policy, env.world.clock, seed=seed)
+    executor = chunk_source(policy, env, seed, mode)
     video = _SceneVideo(env.world) if video_path is not None else None
     push_t = hasattr(env.task, "coverage")
     best = {"reward": env.task.reward(env.world), "coverage": env.task.coverage(env.world) if push_t else None}
@@ -108,6 +123,9 @@ def rollout(env, policy, seed: int, video_path: Path | None = None, fps: float =
     try:
         stats = runtime.run(max_ticks=env.max_steps, should_stop=after_tick)
     finally:
+        close = getattr(executor, "close", None)   # a worker thread stops with the episode
+        if close is not None:
+            close()
         if video is not None:
             video.renderer.close()
     if stats.interrupted:
@@ -129,13 +147,19 @@ def rollout(env, policy, seed: int, video_path: Path | None = None, fps: float =
 
 
 def evaluate(policy, task: str, seeds, *, robot: str = "panda", video_dir: Path | None = None, videos: int = 4,
-             progress: bool = False, env=None) -> list[EpisodeResult]:
-    """One rollout per seed (see the module docstring); videos of the first ``videos`` episodes."""
+             progress: bool = False, env=None, mode: str = "open-loop") -> list[EpisodeResult]:
+    """One rollout per seed (see the module docstring); videos of the first ``videos`` episodes. ``mode``: how
+    chunks are played (``chunk_source``); any but ``open-loop`` steps the twin in real time."""
+    import dataclasses
+
     from robot_learning.sim.env import SimEnv
 
     own = env is None
     if own:
-        env = SimEnv(env_config_for(policy.observation_features, task, robot))
+        cfg = env_config_for(policy.observation_features, task, robot)
+        if mode != "open-loop":
+            cfg = dataclasses.replace(cfg, physics=dataclasses.replace(cfg.physics, realtime=True))
+        env = SimEnv(cfg)
     try:
         check_env_features(env.observation_features, policy.observation_features)
         seeds = list(seeds)
@@ -146,7 +170,7 @@ def evaluate(policy, task: str, seeds, *, robot: str = "panda", video_dir: Path 
         results = []
         for k, seed in enumerate(it):
             path = Path(video_dir) / f"{task}_seed{seed}.mp4" if video_dir is not None and k < videos else None
-            results.append(rollout(env, policy, seed, path))
+            results.append(rollout(env, policy, seed, path, mode=mode))
             if progress:
                 it.set_postfix(success=f"{np.mean([r.success for r in results]):.2f}")
         return results
