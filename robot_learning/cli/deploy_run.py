@@ -44,9 +44,9 @@ def _latency(policy) -> dict:
 
 def _deploy_sim(cfg, policy, task: str, model: str) -> int:
     from robot_learning.evaluation.metrics import summarize
-    from robot_learning.evaluation.rollout import evaluate, held_out_seeds
+    from robot_learning.evaluation.rollout import evaluate, held_out_seeds, seen_seeds
 
-    seeds = held_out_seeds(cfg.seed, cfg.episodes, policy.meta.get("train_seeds", []), "--seed")
+    seeds = held_out_seeds(cfg.seed, cfg.episodes, seen_seeds(policy.meta), "--seed")
     mode = cfg.mode or "open-loop"
     t0 = time.perf_counter()
     results = evaluate(policy, task, seeds, robot=model, progress=not cfg.json, mode=mode)

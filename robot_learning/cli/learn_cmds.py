@@ -39,15 +39,15 @@ def parse_env(spec: str | None, meta: dict) -> tuple[str, str]:
 
 def run_eval(cfg: EvalConfig) -> int:
     from robot_learning.evaluation.metrics import summarize
-    from robot_learning.evaluation.rollout import evaluate, held_out_seeds
+    from robot_learning.evaluation.rollout import evaluate, held_out_seeds, seen_seeds
     from robot_learning.policies.checkpoint import load_policy, resolve_policy_dir
 
     policy_dir = resolve_policy_dir(cfg.checkpoint)
     policy = load_policy(policy_dir, device=cfg.device)
     task, robot = parse_env(cfg.env, policy.meta)
-    seeds = held_out_seeds(cfg.seed, cfg.episodes, policy.meta.get("train_seeds", []), "--seed")
+    seeds = held_out_seeds(cfg.seed, cfg.episodes, seen_seeds(policy.meta), "--seed")
     if cfg.sampler is not None or cfg.sampling_steps is not None:
-        policy.set_sampler(cfg.sampler or policy.config.sampler, cfg.sampling_steps)
+        policy.set_sampler(cfg.sampler or policy.sampler.kind, cfg.sampling_steps)
     # beside the policy folder, never inside it: saving a policy replaces its whole folder
     out = cfg.out if cfg.out is not None else policy_dir.parent / f"eval-{datetime.now():%Y%m%d-%H%M%S}"
     out.mkdir(parents=True, exist_ok=True)

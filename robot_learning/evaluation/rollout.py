@@ -41,6 +41,15 @@ def held_out_seeds(first: int, n: int, train_seeds, flag: str = "--seed") -> lis
     return seeds
 
 
+def seen_seeds(meta) -> list[int]:
+    """Every sim seed a policy was trained on: its demonstrations' (``train_seeds``) and the seed ranges an RL
+    fine-tune reset its envs with (``train_seed_ranges``, [first, end) pairs)."""
+    seeds = [int(x) for x in meta.get("train_seeds", [])]
+    for lo, hi in meta.get("train_seed_ranges", []):
+        seeds.extend(range(int(lo), int(hi)))
+    return seeds
+
+
 def env_config_for(features: FeatureSet, task: str, robot: str):
     """A ``SimEnvConfig`` whose observation holds ``features`` (the sensors a policy was trained on)."""
     from robot_learning.sim.env import SimEnvConfig

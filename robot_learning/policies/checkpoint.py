@@ -32,7 +32,8 @@ from robot_learning.errors import ConfigError, SpecMismatchError
 
 FORMAT = "robot-learning-policy"
 VERSION = 1
-POLICY_CLASSES = {"diffusion": "robot_learning.policies.diffusion:DiffusionPolicy"}
+POLICY_CLASSES = {"diffusion": "robot_learning.policies.diffusion:DiffusionPolicy",
+                  "residual": "robot_learning.policies.residual:ResidualPolicy"}
 
 
 def atomic_dir(final: Path) -> Path:
@@ -104,7 +105,8 @@ def read_policy_dir(path: str | Path) -> tuple[dict, dict[str, torch.Tensor], No
 
 def load_policy(path: str | Path, device: str = "cpu"):
     """Load any saved policy (its class from ``config.json``) for inference."""
-    doc, weights, normalizer = read_policy_dir(path)
+    directory = resolve_policy_dir(path)
+    doc, weights, normalizer = read_policy_dir(directory)
     kind = doc.get("policy")
     if kind not in POLICY_CLASSES:
         raise ConfigError.expected("checkpoint policy kind", f"one of {sorted(POLICY_CLASSES)}", repr(kind))
@@ -112,7 +114,7 @@ def load_policy(path: str | Path, device: str = "cpu"):
 
     module, name = POLICY_CLASSES[kind].split(":")
     cls = getattr(importlib.import_module(module), name)
-    return cls.from_checkpoint(doc, weights, normalizer, device=device)
+    return cls.from_checkpoint(doc, weights, normalizer, device=device, directory=directory)
 
 
 def load_weights(module: torch.nn.Module, weights: Mapping[str, torch.Tensor], what: str) -> None:

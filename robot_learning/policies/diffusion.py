@@ -227,11 +227,11 @@ class DiffusionPolicy(nn.Module):
     def observe(self, observation: Observation) -> None:
         self.history.push(observation)
 
-    def window(self) -> dict[str, torch.Tensor]:
-        """The observation history as a batch of one (images HWC -> CHW)."""
+    def window(self, history: ObservationHistory | None = None) -> dict[str, torch.Tensor]:
+        """The observation history (this policy's, or ``history``) as a batch of one (images HWC -> CHW)."""
         dev = self.device
         out = {}
-        stacked = self.history.stacked()
+        stacked = (history or self.history).stacked()
         for s in self.observation_features:
             x = torch.from_numpy(np.ascontiguousarray(stacked[s.name]))
             if s.kind is FeatureKind.RGB:
@@ -273,7 +273,7 @@ class DiffusionPolicy(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, doc: Mapping[str, Any], weights: Mapping[str, torch.Tensor], normalizer: Normalizer,
-                        device: str = "cpu") -> DiffusionPolicy:
+                        device: str = "cpu", directory=None) -> DiffusionPolicy:
         from robot_learning.policies.checkpoint import load_weights
 
         cfg = doc.get("config", {})

@@ -1,0 +1,22 @@
+"""``robot-learning finetune residual``: residual PPO over a frozen policy in the sim twin."""
+
+from __future__ import annotations
+
+import json
+
+
+def run_finetune_residual(cfg) -> int:
+    from robot_learning.rl.residual_ppo import finetune_residual
+
+    s = finetune_residual(cfg)
+    if s["interrupted"]:
+        print(f"interrupted after {s['iterations']} iterations; checkpoint saved: {s['policy']} "
+              f"(--resume continues)")
+        return 130
+    rate = lambda v: "-" if v is None else f"{v:.2f}"   # noqa: E731
+    print(f"residual PPO on {s['env']}: {s['iterations']} iterations, {s['env_steps']} env steps in "
+          f"{s['train_time_s'] / 60:.1f} min; success {rate(s['base_success_rate'])} (base) -> "
+          f"{rate(s['success_rate'])} over {s['eval_episodes']} held-out episodes")
+    print(f"policy {s['policy']}  curves {s['curves']}")
+    print(json.dumps(s))
+    return 0

@@ -1,0 +1,224 @@
+"""``ResidualPolicy`` (ResiP, Ankile et al. 2024): a frozen base policy plus a small residual network that corrects
+each of its actions.
+
+The base (any saved policy: diffusion now, later autoregressive or VLA, or one behind a policy server) plays its
+chunks open loop, as it would alone. Every control tick the residual MLP sees the base's normalised state
+features (clamped to +-``state_clip``) and the base action for this tick (normalised), and outputs a correction:
+
+    a = unnormalise(normalise(a_base) + scale * residual(state, a_base))
+
+The residual's output layer starts at zero, so a fresh ``ResidualPolicy`` acts exactly like its base. ``infer``
+returns a one-action chunk: the residual acts every tick. For PPO the residual is a Gaussian with a fixed
+log-std (``log_std``); inference uses its mean.
+
+On disk a residual policy is self-contained: its folder holds the base policy in ``base/`` next to its own weights,
+so it loads, evaluates and serves like any other (``load_policy``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from robot_learning.core.features import FeatureKind, FeatureSet
+from robot_learning.core.frame import Observation
+from robot_learning.datasets.stats import OBS_PREFIX
+from robot_learning.errors import ConfigError, SpecMismatchError
+from robot_learning.policies.base import ActionChunk
+
+
+@dataclass(frozen=True)
+class ResidualConfig:
+    """hidden: MLP widths. scale: residual step in normalised action units. log_std: the exploration noise
+    of PPO (fixed, in residual units). state_clip: the normalised state is clamped to +-state_clip."""
+
+    hidden: tuple[int, ...] = (256, 256)
+    scale: float = 0.1
+    log_std: float = -1.0
+    state_clip: float = 3.0
+
+    def __post_init__(self) -> None:
+        if not self.hidden or any(int(h) < 1 for h in self.hidden):
+            raise ConfigError.expected("residual hidden widths", "one or more positive ints", self.hidden)
+        if not self.scale > 0:
+            raise ConfigError.expected("residual scale", "> 0", self.scale)
+        if not self.state_clip > 0:
+            raise ConfigError.expected("state_clip", "> 0", self.state_clip)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> ResidualConfig:
+        extra = sorted(set(d) - set(cls.__dataclass_fields__))
+        if extra:
+            raise ConfigError.expected("residual config keys", sorted(cls.__dataclass_fields__), f"unexpected {extra}")
+        d = dict(d)
+        if "hidden" in d:
+            d["hidden"] = tuple(int(h) for h in d["hidden"])
+        return cls(**d)
+
+
+def mlp(inp: int, hidden: tuple[int, ...], out: int, zero_last: bool = False) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for h in hidden:
+        layers += [nn.Linear(inp, h), nn.Tanh()]
+        inp = h
+    last = nn.Linear(inp, out)
+    if zero_last:
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+    layers.append(last)
+    return nn.Sequential(*layers)
+
+
+def state_features(features: FeatureSet) -> FeatureSet:
+    """The numeric state features among a policy's observation features (what the residual sees)."""
+    return FeatureSet([s for s in features if s.kind is FeatureKind.STATE])
+
+
+class ResidualPolicy(nn.Module):
+    kind = "residual"
+
+    def __init__(self, base, config: ResidualConfig = ResidualConfig(), meta: Mapping[str, Any] | None = None):
+        super().__init__()
+        normalizer = getattr(base, "normalizer", None)
+        if normalizer is None or "action" not in normalizer.modes:
+            raise ConfigError("a residual needs a base policy with its normaliser (a saved policy folder); "
+                              f"{type(base).__name__} has none")
+        self.config = config
+        self.base = base
+        self.observation_features, self.action_features = base.observation_features, base.action_features
+        self.control_period_ns = int(base.control_period_ns)
+        self.normalizer = normalizer
+        self.state_feats = state_features(base.observation_features)
+        if not len(self.state_feats):
+            raise SpecMismatchError.expected("base policy observation", "at least one state feature",
+                                             list(base.observation_features.names))
+        self.state_dim = sum(s.size for s in self.state_feats)
+        self.action_dim = sum(s.size for s in self.action_features)
+        self.actor = mlp(self.state_dim + self.action_dim, config.hidden, self.action_dim, zero_last=True)
+        self.meta = dict(meta if meta is not None else getattr(base, "meta", {}))
+        self.last_latency_s = 0.0
+        self._chunk: ActionChunk | None = None
+        for p in self.base_parameters():
+            p.requires_grad_(False)
+
+    @property
+    def sampler(self):
+        """The base's sampler (``eval --sampler`` sets it)."""
+        return getattr(self.base, "sampler", None)
+
+    def set_sampler(self, kind: str, steps: int | None = None) -> None:
+        if not hasattr(self.base, "set_sampler"):
+            raise ConfigError(f"the base policy ({type(self.base).__name__}) has no sampler to set")
+        self.base.set_sampler(kind, steps)
+
+    def base_parameters(self):
+        return self.base.parameters() if isinstance(self.base, nn.Module) else iter(())
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.actor.parameters())
+
+    # --- the residual's inputs and outputs (batched, torch) -------------------------------------
+    def state_input(self, values: Mapping[str, Any]) -> torch.Tensor:
+        """(B, state_dim) normalised, clamped state from ``values`` (feature name -> (B, *shape))."""
+        parts = []
+        for s in self.state_feats:
+            x = torch.from_numpy(np.array(values[s.name], dtype=np.float32)).reshape(-1, s.size)
+            key = OBS_PREFIX + s.name
+            if key in self.normalizer.modes:
+                x = self.normalizer.normalize(key, x)
+            parts.append(x)
+        c = self.config.state_clip
+        return torch.cat(parts, dim=1).clamp(-c, c)
+
+    def actor_input(self, state_n: torch.Tensor, base_n: torch.Tensor) -> torch.Tensor:
+        return torch.cat([state_n, base_n], dim=1)
+
+    def combine(self, base_n: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """Unnormalised action from the normalised base action and a residual sample."""
+        return self.normalizer.unnormalize("action", base_n + self.config.scale * residual)
+
+    # --- Policy interface -----------------------------------------------------------------------
+    def reset(self, seed: int | None = None) -> None:
+        reset = self.base.reset
+        reset(seed) if seed is not None else reset()
+        self._chunk = None
+
+    def _base_action(self, observation: Observation) -> np.ndarray:
+        """The base chunk's action for this tick (a new chunk when the current one has run out)."""
+        t = int(observation.t_ns)
+        ch = self._chunk
+        i = None if ch is None else int(round((t - int(ch.t_ns[0])) / self.control_period_ns))
+        if ch is None or i is None or not 0 <= i < len(ch):
+            ch = self._chunk = self.base.infer(observation)
+            i = 0
+        else:
+            self.base.observe(observation)
+        return np.array(ch.actions[i], dtype=np.float32)   # a copy: chunks are read-only
+
+    def observe(self, observation: Observation) -> None:
+        self._base_action(observation)
+
+    @torch.no_grad()
+    def infer(self, observation: Observation) -> ActionChunk:
+        t0 = time.perf_counter()
+        a_base = self._base_action(observation)
+        base_n = self.normalizer.normalize("action", torch.from_numpy(a_base).reshape(1, -1))
+        state_n = self.state_input({s.name: observation.values[s.name][None] for s in self.state_feats})
+        action = self.combine(base_n, self.actor(self.actor_input(state_n, base_n)))[0].numpy().astype(np.float32)
+        if not np.all(np.isfinite(action)):
+            raise SpecMismatchError("residual policy produced a non-finite action; the checkpoint is broken")
+        self.last_latency_s = time.perf_counter() - t0
+        return ActionChunk(action[None], np.array([int(observation.t_ns)], dtype=np.int64), self.action_features)
+
+    # --- checkpoints ----------------------------------------------------------------------------
+    def save(self, path, meta: Mapping[str, Any] | None = None) -> Path:
+        """``path/`` = config.json + model.safetensors (the residual) + normalizer.safetensors + base/ (the base)."""
+        import json
+
+        from safetensors.numpy import save_file as save_numpy
+        from safetensors.torch import save_file as save_torch
+
+        from robot_learning.policies.checkpoint import FORMAT, VERSION, atomic_dir, commit_dir
+
+        if not hasattr(self.base, "save"):
+            raise ConfigError(f"the base policy ({type(self.base).__name__}) cannot be saved with its residual; "
+                              "fine-tune a local base checkpoint")
+        path = Path(path)
+        tmp = atomic_dir(path)
+        self.base.save(tmp / "base")
+        save_torch({k: v.detach().cpu().contiguous() for k, v in self.actor.state_dict().items()},
+                   str(tmp / "model.safetensors"))
+        arrays, norm_cfg = self.normalizer.state_dict()
+        save_numpy({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp / "normalizer.safetensors"))
+        doc = {"format": FORMAT, "version": VERSION, "policy": self.kind,
+               "config": {"residual": self.config.to_json(), "base": "base"},
+               "normalizer": norm_cfg, "meta": {**self.meta, **(meta or {})}}
+        (tmp / "config.json").write_text(json.dumps(doc, indent=2))
+        commit_dir(tmp, path)
+        return path
+
+    @classmethod
+    def from_checkpoint(cls, doc: Mapping[str, Any], weights: Mapping[str, torch.Tensor], normalizer,
+                        device: str = "cpu", directory: Path | None = None) -> ResidualPolicy:
+        from robot_learning.policies.checkpoint import load_policy, load_weights
+
+        if directory is None:
+            raise ConfigError("a residual policy loads from its folder (its base is in base/)")
+        cfg = doc.get("config", {})
+        if "residual" not in cfg:
+            raise ConfigError("checkpoint config: missing 'residual'")
+        base = load_policy(Path(directory) / str(cfg.get("base", "base")), device=device)
+        policy = cls(base, ResidualConfig.from_json(cfg["residual"]), doc.get("meta"))
+        load_weights(policy.actor, weights, "residual policy")
+        return policy.eval()

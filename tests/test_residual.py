@@ -1,0 +1,181 @@
+"""Residual policy and residual PPO: a zero residual is the base, the PPO pieces move the right way, and the
+fine-tune command trains, checkpoints, resumes, reloads and evaluates."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from robot_learning.cli.main import main
+
+from sim_recordings import record_lift
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("residual")
+    ds = d / "lift.zarr"
+    record_lift(ds)
+    run = d / "run"
+    assert main(["train", "--dataset", str(ds), "--out", str(run), "--batch-size", "8", "--steps", "2",
+                 "--eval-episodes", "0", "--no-progress"]) == 0
+    return run
+
+
+def _observations(policy, n=12, seed=100_000):
+    from robot_learning.evaluation.rollout import env_config_for
+    from robot_learning.sim.env import SimEnv
+
+    env = SimEnv(env_config_for(policy.observation_features, "lift", "panda"))
+    try:
+        obs = [env.reset(seed)]
+        for _ in range(n - 1):
+            obs.append(env.step(env.home_action())[0])
+        return obs
+    finally:
+        env.close()
+
+
+def test_zero_initialised_residual_acts_exactly_like_its_base(base_run):
+    from robot_learning.policies.checkpoint import load_policy
+    from robot_learning.policies.residual import ResidualPolicy
+
+    base = load_policy(base_run)
+    obs = _observations(base)
+    base.reset(5)
+    want = []
+    for k, o in enumerate(obs):                      # the base's chunks played open loop (8 actions each)
+        if k % 8 == 0:
+            chunk = base.infer(o)
+        else:
+            base.observe(o)
+        want.append(chunk.actions[k % 8])
+    res = ResidualPolicy(load_policy(base_run))
+    res.reset(5)
+    got = [res.infer(o).actions[0] for o in obs]     # one action per tick: the residual acts every tick
+    np.testing.assert_allclose(np.stack(got), np.stack(want), atol=1e-5)
+    assert res.num_parameters() > 0 and all(not p.requires_grad for p in res.base.parameters())
+
+
+def test_residual_output_moves_the_action_by_scale_in_normalised_units(base_run):
+    from robot_learning.policies.checkpoint import load_policy
+    from robot_learning.policies.residual import ResidualConfig, ResidualPolicy
+
+    res = ResidualPolicy(load_policy(base_run), ResidualConfig(scale=0.1))
+    base_n = torch.zeros(1, res.action_dim)
+    shifted = res.combine(base_n, torch.ones(1, res.action_dim))
+    centre = res.combine(base_n, torch.zeros(1, res.action_dim))
+    back = res.normalizer.normalize("action", shifted) - res.normalizer.normalize("action", centre)
+    np.testing.assert_allclose(back.numpy(), 0.1, atol=1e-5)
+
+
+def test_gae_bootstraps_truncated_episodes_but_not_terminated_ones():
+    from robot_learning.rl.ppo import gae
+
+    rewards = np.array([[0.0, 0.0], [1.0, 0.0]])
+    values = np.array([[0.5, 0.5], [0.5, 0.5]])
+    next_values = np.array([[0.5, 0.5], [9.0, 2.0]])
+    terminated = np.array([[0, 0], [1, 0]], dtype=float)   # env 0 succeeds at t=1; env 1 hits its time limit
+    done = np.array([[0, 0], [1, 1]], dtype=float)
+    adv, ret = gae(rewards, values, next_values, terminated, done, gamma=0.9, lam=1.0)
+    assert adv[1, 0] == pytest.approx(1.0 - 0.5)                 # no bootstrap past a success
+    assert adv[1, 1] == pytest.approx(0.9 * 2.0 - 0.5)           # the time limit bootstraps V(last state)
+    assert adv[0, 0] == pytest.approx(0.9 * 0.5 - 0.5 + 0.9 * adv[1, 0])
+    np.testing.assert_allclose(ret, adv + values)
+
+
+def test_ppo_update_moves_the_residual_towards_better_actions_and_stops_on_kl():
+    from robot_learning.policies.residual import mlp
+    from robot_learning.rl.ppo import Batch, PPOConfig, ValueNet, gaussian_logp, ppo_update
+
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    actor, critic = mlp(4, (32,), 2, zero_last=True), ValueNet(4, (32,))
+    x = torch.randn(512, 4)
+    log_std = -1.0
+    r = actor(x).detach() + np.exp(log_std) * torch.randn(512, 2, generator=gen)
+    target = torch.tensor([0.3, -0.2])
+    adv = -((r - target) ** 2).sum(1)                          # residuals nearer the target were better
+    batch = Batch(x, x, r, gaussian_logp(r, actor(x).detach(), log_std), adv, adv)
+    cfg = PPOConfig(epochs=20, minibatches=4, target_kl=0.5)
+    opt_a = torch.optim.Adam(actor.parameters(), lr=3e-3)
+    opt_c = torch.optim.Adam(critic.parameters(), lr=5e-3)
+    v0 = ((critic(x) - adv) ** 2).mean().item()
+    stats = ppo_update(actor, critic, opt_a, opt_c, batch, log_std, cfg, gen)
+    mean = actor(x).detach().mean(0)
+    # towards the target (the clipped ratio bounds how far one update goes with std 0.37)
+    assert torch.dot(mean, target) / torch.dot(target, target) > 0.1
+    assert torch.nn.functional.cosine_similarity(mean, target, dim=0) > 0.95
+    assert ((critic(x) - adv) ** 2).mean().item() < v0
+    tight = ppo_update(actor, critic, opt_a, opt_c, batch, log_std, PPOConfig(epochs=20, target_kl=1e-6), gen)
+    assert tight["epochs"] == 1 and stats["epochs"] >= 1
+
+
+def _cli(*args) -> tuple[int, str]:
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(list(args))
+    return rc, buf.getvalue()
+
+
+def test_finetune_residual_trains_checkpoints_resumes_and_reloads(base_run, tmp_path):
+    out = tmp_path / "ft"
+    args = ["finetune", "residual", "--checkpoint", str(base_run), "--env", "sim:lift", "--out", str(out),
+            "--num-envs", "2", "--rollout-steps", "12", "--eval-episodes", "1", "--no-progress"]
+    rc, text = _cli(*args, "--iterations", "2")
+    assert rc == 0, text
+    s = json.loads(text.strip().splitlines()[-1])
+    assert s["iterations"] == 2 and s["env_steps"] == 2 * 2 * 12
+    assert s["base_success_rate"] is not None and s["success_rate"] is not None
+    rows = (out / "rl_log.csv").read_text().strip().splitlines()
+    assert len(rows) == 3 and (out / "curves.png").stat().st_size > 0
+    assert (out / "policy" / "base" / "config.json").is_file()
+    assert _cli(*args, "--iterations", "2")[0] == 2            # the folder holds a run: --resume or a new one
+    rc, text = _cli(*args, "--iterations", "3", "--resume")
+    assert rc == 0, text
+    assert json.loads(text.strip().splitlines()[-1])["iterations"] == 3
+    meta = json.loads((out / "policy" / "config.json").read_text())["meta"]
+    lo, hi = meta["train_seed_ranges"][-1]
+    assert lo == 300_000 and hi > lo and meta["train_seeds"]
+
+    # A fresh process loads the residual policy (its base inside), and eval runs it and refuses the RL seeds.
+    code = ("import json,sys; from robot_learning.policies.checkpoint import load_policy; "
+            "p = load_policy(sys.argv[1]); print(json.dumps([type(p).__name__, type(p.base).__name__]))")
+    r = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == ["ResidualPolicy", "DiffusionPolicy"]
+    rc, text = _cli("eval", "--checkpoint", str(out), "--episodes", "1", "--json")
+    assert rc == 0, text
+    assert json.loads(text.strip().splitlines()[-1])["episodes"] == 1
+    assert main(["eval", "--checkpoint", str(out), "--episodes", "1", "--seed", str(lo)]) == 2
+
+
+def test_residual_policy_through_the_server_equals_local(base_run, tmp_path):
+    from robot_learning.deploy.server import PolicyServer
+    from robot_learning.policies.checkpoint import load_policy
+    from robot_learning.policies.residual import ResidualPolicy
+
+    res = ResidualPolicy(load_policy(base_run))
+    torch.manual_seed(3)
+    with torch.no_grad():                                     # a non-zero residual, so it matters
+        for p in res.actor.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    res.save(tmp_path / "res")
+    args = ["--robot", "sim:lift", "--episodes", "1", "--seed", "100000", "--json"]
+    local = json.loads(_cli("deploy", "--policy", str(tmp_path / "res"), *args)[1].strip().splitlines()[-1])
+    server = PolicyServer(load_policy(tmp_path / "res"), port=0)
+    port = server.start()
+    try:
+        remote = json.loads(_cli("deploy", "--policy", f"ws://127.0.0.1:{port}", *args)[1].strip().splitlines()[-1])
+    finally:
+        server.stop()
+    assert local["mean_episode_length"] == remote["mean_episode_length"]
+    assert local["mean_max_reward"] == pytest.approx(remote["mean_max_reward"], abs=1e-6)
+    assert local["chunks"] == remote["chunks"] == local["mean_episode_length"]   # one chunk per tick
