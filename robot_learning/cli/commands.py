@@ -311,10 +311,23 @@ class EvalConfig:
     """Print the result as one JSON line (nothing else on stdout)."""
     device: str = "cpu"
     """cpu or cuda[:N]."""
+    steer: Path | None = None
+    """Value-guided steering (V-GPS): a critic folder from `robot-learning critic train`; the policy samples
+    --samples chunks each time and runs the one the critic scores highest (the policy's weights are untouched)."""
+    samples: int = 16
+    """Steering: candidate chunks per inference (K)."""
+    beta: float = 0.0
+    """Steering: pick by softmax(Q / beta); 0 = argmax."""
+    record: Path | None = None
+    """Record every episode (failures too, with success labels) into this dataset: rollouts for an offline critic."""
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
             raise ConfigError.expected("--episodes", ">= 1", self.episodes)
+        if self.samples < 1:
+            raise ConfigError.expected("--samples", ">= 1", self.samples)
+        if self.beta < 0:
+            raise ConfigError.expected("--beta", ">= 0", self.beta)
         if self.videos < 0:
             raise ConfigError.expected("--videos", ">= 0", self.videos)
         if self.sampler is not None and self.sampler not in ("ddpm", "ddim", "edm"):

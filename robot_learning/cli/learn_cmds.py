@@ -48,13 +48,24 @@ def run_eval(cfg: EvalConfig) -> int:
     seeds = held_out_seeds(cfg.seed, cfg.episodes, seen_seeds(policy.meta), "--seed")
     if cfg.sampler is not None or cfg.sampling_steps is not None:
         policy.set_sampler(cfg.sampler or policy.sampler.kind, cfg.sampling_steps)
+    if cfg.steer is not None:
+        from robot_learning.policies.steered import SteeredPolicy
+        from robot_learning.rl.critic import ChunkCritic
+
+        policy = SteeredPolicy(policy, ChunkCritic.load(cfg.steer), cfg.samples, cfg.beta)
     # beside the policy folder, never inside it: saving a policy replaces its whole folder
     out = cfg.out if cfg.out is not None else policy_dir.parent / f"eval-{datetime.now():%Y%m%d-%H%M%S}"
     out.mkdir(parents=True, exist_ok=True)
     results = evaluate(policy, task, seeds, robot=robot, video_dir=out if cfg.videos else None, videos=cfg.videos,
-                       progress=not cfg.json)
+                       progress=not cfg.json, record=cfg.record, notes=f"policy rollout: {policy_dir}")
+    sampler = policy.sampler
     summary = {"task": task, "robot": robot, "checkpoint": str(policy_dir),
-               "sampler": policy.sampler.kind, "sampling_steps": policy.sampler.steps, **summarize(results)}
+               "sampler": getattr(sampler, "kind", None), "sampling_steps": getattr(sampler, "steps", None),
+               **summarize(results)}
+    if cfg.steer is not None:
+        summary["steer"] = {"critic": str(cfg.steer), "samples": cfg.samples, "beta": cfg.beta}
+    if cfg.record is not None:
+        summary["recorded"] = str(cfg.record)
     (out / "eval.json").write_text(json.dumps({**summary, "episodes_detail": [
         {"seed": r.seed, "success": r.success, "length": r.length, "max_reward": r.max_reward,
          "max_coverage": r.max_coverage} for r in results]}, indent=2))

@@ -26,7 +26,7 @@ from robot_learning.cli.deploy_configs import DeployConfig, ServeConfig
 from robot_learning.cli.hardware_configs import (CalibrateConfig, FindCamerasConfig, FindPortsConfig,
                                                  TeleoperateConfig)
 from robot_learning.errors import ConfigError, RobotLearningError
-from robot_learning.rl.config import FinetuneResidualConfig
+from robot_learning.rl.config import CriticTrainConfig, FinetuneResidualConfig
 from robot_learning.training.config import TrainConfig
 
 PROG = "robot-learning"
@@ -70,6 +70,7 @@ Command = Union[
     Annotated[TrainConfig, tyro.conf.subcommand("train")],
     Annotated[EvalConfig, tyro.conf.subcommand("eval")],
     Annotated[FinetuneResidualConfig, tyro.conf.subcommand("finetune")],
+    Annotated[CriticTrainConfig, tyro.conf.subcommand("critic")],
     Annotated[ServeConfig, tyro.conf.subcommand("serve")],
     Annotated[DeployConfig, tyro.conf.subcommand("deploy")],
     Annotated[tyro.conf.OmitSubcommandPrefixes[DatasetConfig], tyro.conf.subcommand("dataset")],
@@ -93,6 +94,7 @@ RUNNERS: dict[type, str] = {
     TrainConfig: "robot_learning.cli.learn_cmds:run_train",
     EvalConfig: "robot_learning.cli.learn_cmds:run_eval",
     FinetuneResidualConfig: "robot_learning.cli.rl_cmds:run_finetune_residual",
+    CriticTrainConfig: "robot_learning.cli.rl_cmds:run_critic_train",
     ServeConfig: "robot_learning.cli.deploy_cmds:run_serve",
     DeployConfig: "robot_learning.cli.deploy_run:run_deploy",
     SimListConfig: "robot_learning.cli.sim_cmds:run_sim_list",

@@ -20,3 +20,15 @@ def run_finetune_residual(cfg) -> int:
     print(f"policy {s['policy']}  curves {s['curves']}")
     print(json.dumps(s))
     return 0
+
+
+def run_critic_train(cfg) -> int:
+    from robot_learning.rl.critic_train import train_critic
+
+    s = train_critic(cfg)
+    auc = "-" if s["val_auc"] is None else f"{s['val_auc']:.3f}"
+    print(f"critic ({s['algo']}): {s['steps']} steps on {s['transitions']} transitions from "
+          f"{s['train_episodes']['success']} successful / {s['train_episodes']['failure']} failed episodes in "
+          f"{s['train_time_s'] / 60:.1f} min; held-out AUC (success vs failure) {auc}; saved {s['critic']}")
+    print(json.dumps(s))
+    return 130 if s["interrupted"] else 0

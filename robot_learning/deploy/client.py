@@ -358,22 +358,29 @@ class PolicyClient:
             raise ProtocolError(f"policy server reply to observe {msg['id']}: found id {reply.get('id')!r:.20}")
 
     def infer(self, values: Mapping[str, np.ndarray | str], t_ns: int,
-              t_capture_ns: Mapping[str, int] | None = None) -> InferReply:
+              t_capture_ns: Mapping[str, int] | None = None, samples: int | None = None) -> InferReply:
         """The action chunk for one observation: ``values`` one array (of the spec's shape and
         dtype) or str (language features) per observation feature, ``t_ns`` the control tick
-        (ns), ``t_capture_ns`` each value's capture time (ns; default ``t_ns``)."""
+        (ns), ``t_capture_ns`` each value's capture time (ns; default ``t_ns``). ``samples`` = K
+        asks for K independent chunks at once (``actions`` (K, Ta, Da); policies whose spec says
+        ``samples``: true), for value-guided steering."""
         t0 = time.perf_counter()
         msg = self._obs_msg("infer", values, t_ns, t_capture_ns)
+        if samples is not None:
+            msg["samples"] = int(samples)
         rid = msg["id"]
         reply = self._request(msg, "chunk")
         actions, ticks, timing = reply.get("actions"), reply.get("t_ns"), reply.get("timing")
         round_trip_ms = (time.perf_counter() - t0) * 1e3
-        ok = (reply.get("id") == rid and isinstance(actions, np.ndarray) and actions.ndim == 2
+        dims = 2 if samples is None else 3
+        ok = (reply.get("id") == rid and isinstance(actions, np.ndarray) and actions.ndim == dims
               and actions.dtype == np.float32 and isinstance(ticks, np.ndarray) and ticks.dtype == np.int64
-              and ticks.shape == (actions.shape[0],) and isinstance(timing, dict))
+              and ticks.shape == (actions.shape[-2],) and isinstance(timing, dict)
+              and (samples is None or actions.shape[0] == int(samples)))
         if not ok:
             self.close()
-            raise ProtocolError(f"policy server reply to infer {rid}: expected id {rid}, actions (Ta, Da) float32, "
+            want = "(Ta, Da)" if samples is None else f"({samples}, Ta, Da)"
+            raise ProtocolError(f"policy server reply to infer {rid}: expected id {rid}, actions {want} float32, "
                                 "t_ns (Ta,) int64 and timing; found something else")
         return InferReply(actions, ticks, {k: float(v) for k, v in timing.items()}, round_trip_ms)
 

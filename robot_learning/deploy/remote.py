@@ -39,6 +39,8 @@ class RemotePolicy:
         self.action_features = FeatureSet.from_json(spec["action_features"])
         self.meta = dict(spec.get("meta") or {})
         self.control_period_ns = spec.get("control_period_ns")
+        if spec.get("samples"):      # the served policy samples K chunks in one request (steering)
+            self.sample_chunks = self._sample_chunks
         self.last_timing: dict = {}
         self.last_latency_s = 0.0
 
@@ -76,6 +78,14 @@ class RemotePolicy:
         self.last_timing = {**reply.server_timing, "round_trip_ms": reply.round_trip_ms}
         return ActionChunk(np.asarray(reply.actions, dtype=np.float32), np.asarray(reply.t_ns, dtype=np.int64),
                            self.action_features)
+
+    def _sample_chunks(self, observation: Observation, k: int) -> tuple[np.ndarray, np.ndarray]:
+        values, t_cap = self._values(observation)
+        t0 = time.perf_counter()
+        reply = self._call(self.client.infer, values, int(observation.t_ns), t_cap, samples=int(k))
+        self.last_latency_s = time.perf_counter() - t0
+        self.last_timing = {**reply.server_timing, "round_trip_ms": reply.round_trip_ms}
+        return np.asarray(reply.actions, dtype=np.float32), np.asarray(reply.t_ns, dtype=np.int64)
 
     def reconnect(self) -> None:
         self.client.close()

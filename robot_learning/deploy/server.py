@@ -36,8 +36,9 @@ from robot_learning.deploy.client import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Pr
 from robot_learning.errors import ConfigError
 
 _INT64 = (-(1 << 63), (1 << 63) - 1)
+MAX_SAMPLES = 256          # chunks one infer may ask for (value-guided steering samples K of them)
 _FIELDS = {"spec": ({"type"}, set()), "reset": ({"type"}, {"seed"}),
-           "infer": ({"type", "id", "t_ns", "obs"}, {"t_capture_ns"}),
+           "infer": ({"type", "id", "t_ns", "obs"}, {"t_capture_ns", "samples"}),
            "observe": ({"type", "id", "t_ns", "obs"}, {"t_capture_ns"})}   # (required, optional)
 
 
@@ -255,12 +256,22 @@ class PolicyServer:
             if kind == "infer":
                 rid = _int64(msg["id"], "infer id")
                 obs = self._observation(msg)
+                k = msg.get("samples")
+                if k is not None:
+                    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_SAMPLES:
+                        raise ProtocolError(f"infer samples: expected an int in 1..{MAX_SAMPLES}, found {k!r:.20}")
+                    if not hasattr(self.policy, "sample_chunks"):
+                        raise ProtocolError(f"infer samples: this {self.kind} policy samples one chunk per infer")
                 with self._lock:
                     t0 = time.perf_counter()
-                    chunk = self.policy.infer(obs)
+                    if k is None:
+                        chunk = self.policy.infer(obs)
+                        actions, ticks = chunk.actions, chunk.t_ns
+                    else:
+                        actions, ticks = self.policy.sample_chunks(obs, k)
                     infer_ms = (time.perf_counter() - t0) * 1e3
-                actions = np.asarray(chunk.actions, dtype=np.float32)
-                ticks = np.asarray(chunk.t_ns, dtype=np.int64)
+                actions = np.asarray(actions, dtype=np.float32)
+                ticks = np.asarray(ticks, dtype=np.int64)
                 timing = {"infer_ms": infer_ms, "recv_to_send_ms": (time.perf_counter() - t_recv) * 1e3}
                 return encode({"type": "chunk", "id": rid, "actions": actions, "t_ns": ticks, "timing": timing})
             if kind == "reset":
@@ -293,7 +304,8 @@ class PolicyServer:
                 "observation_features": self.policy.observation_features.to_json(),
                 "action_features": self.policy.action_features.to_json(),
                 "meta": dict(getattr(self.policy, "meta", {}) or {}),
-                "control_period_ns": None if period is None else int(period)}
+                "control_period_ns": None if period is None else int(period),
+                "samples": hasattr(self.policy, "sample_chunks")}
 
     def _observation(self, msg: dict) -> Observation:
         features = self.policy.observation_features

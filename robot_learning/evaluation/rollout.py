@@ -115,7 +115,8 @@ def chunk_source(policy, env, seed: int, mode: str = "open-loop"):
 
 
 def rollout(env, policy, seed: int, video_path: Path | None = None, fps: float = 10.0,
-            mode: str = "open-loop") -> EpisodeResult:
+            mode: str = "open-loop", recorder=None, notes: str = "policy rollout") -> EpisodeResult:
+    """One episode; ``recorder`` (a ``Recorder`` on ``env``'s schema) keeps it with its success label."""
     env.reset(seed)
     executor = chunk_source(policy, env, seed, mode)
     video = _SceneVideo(env.world) if video_path is not None else None
@@ -128,7 +129,10 @@ def rollout(env, policy, seed: int, video_path: Path | None = None, fps: float =
             best["coverage"] = max(best["coverage"], env.task.coverage(env.world))
         return env.task.success(env.world)
 
-    runtime = env.make_runtime(executor, sinks=(video,) if video is not None else ())
+    sinks = tuple(x for x in (recorder, video) if x is not None)
+    runtime = env.make_runtime(executor, sinks=sinks)
+    if recorder is not None:
+        recorder.start_episode()
     try:
         stats = runtime.run(max_ticks=env.max_steps, should_stop=after_tick)
     finally:
@@ -138,8 +142,13 @@ def rollout(env, policy, seed: int, video_path: Path | None = None, fps: float =
         if video is not None:
             video.renderer.close()
     if stats.interrupted:
+        if recorder is not None:
+            recorder.end_episode(keep=False)
         raise KeyboardInterrupt
     success = env.task.success(env.world)
+    if recorder is not None:
+        recorder.end_episode(keep=True, task=env.task.instruction(), success=bool(success), seed=int(seed),
+                             operator_notes=notes)
     out = None
     if video is not None and video.frames:
         from robot_learning.video import VideoWriter
@@ -156,9 +165,11 @@ def rollout(env, policy, seed: int, video_path: Path | None = None, fps: float =
 
 
 def evaluate(policy, task: str, seeds, *, robot: str = "panda", video_dir: Path | None = None, videos: int = 4,
-             progress: bool = False, env=None, mode: str = "open-loop") -> list[EpisodeResult]:
+             progress: bool = False, env=None, mode: str = "open-loop", record: Path | None = None,
+             notes: str = "policy rollout") -> list[EpisodeResult]:
     """One rollout per seed (see the module docstring); videos of the first ``videos`` episodes. ``mode``: how
-    chunks are played (``chunk_source``); any but ``open-loop`` steps the twin in real time."""
+    chunks are played (``chunk_source``); any but ``open-loop`` steps the twin in real time. ``record``: a dataset
+    that keeps every episode, failures too, with its success label and seed (data for an offline critic)."""
     import dataclasses
 
     from robot_learning.sim.env import SimEnv
@@ -177,12 +188,29 @@ def evaluate(policy, task: str, seeds, *, robot: str = "panda", video_dir: Path 
             from tqdm import tqdm
             it = tqdm(seeds, desc=f"eval {task}", unit="ep", leave=False)
         results = []
-        for k, seed in enumerate(it):
-            path = Path(video_dir) / f"{task}_seed{seed}.mp4" if video_dir is not None and k < videos else None
-            results.append(rollout(env, policy, seed, path, mode=mode))
-            if progress:
-                it.set_postfix(success=f"{np.mean([r.success for r in results]):.2f}")
+        recorder = _rollout_recorder(env, Path(record)) if record is not None else None
+        try:
+            for k, seed in enumerate(it):
+                path = Path(video_dir) / f"{task}_seed{seed}.mp4" if video_dir is not None and k < videos else None
+                results.append(rollout(env, policy, seed, path, mode=mode, recorder=recorder, notes=notes))
+                if progress:
+                    it.set_postfix(success=f"{np.mean([r.success for r in results]):.2f}")
+        finally:
+            if recorder is not None:
+                recorder.shutdown()
         return results
     finally:
         if own:
             env.close()
+
+
+def _rollout_recorder(env, path: Path):
+    """A recorder of ``env``'s robot state, sensors and executed actions into ``path`` (created, or appended to when
+    its schema matches)."""
+    from robot_learning.cli.record_cmds import open_store
+    from robot_learning.datasets.recorder import Recorder, schema_for
+
+    schema = schema_for(env.robot.state_features, env.sensors, env.robot.action_features,
+                        env.task.config.control_rate_hz,
+                        {"name": env.config.robot, "kind": "sim", "task": env.config.task})
+    return Recorder(open_store(path, schema), env.sensors)

@@ -33,7 +33,9 @@ from robot_learning.errors import ConfigError, SpecMismatchError
 FORMAT = "robot-learning-policy"
 VERSION = 1
 POLICY_CLASSES = {"diffusion": "robot_learning.policies.diffusion:DiffusionPolicy",
-                  "residual": "robot_learning.policies.residual:ResidualPolicy"}
+                  "residual": "robot_learning.policies.residual:ResidualPolicy",
+                  "steered": "robot_learning.policies.steered:SteeredPolicy"}
+WRAPPERS = {"steered"}   # kinds with no weights of their own: their parts are sub-folders
 
 
 def atomic_dir(final: Path) -> Path:
@@ -79,8 +81,8 @@ def resolve_policy_dir(path: str | Path) -> Path:
                       f"or a training run directory with policy/; found neither")
 
 
-def read_policy_dir(path: str | Path) -> tuple[dict, dict[str, torch.Tensor], Normalizer]:
-    """(config document, weights, normaliser) of a policy directory, checked."""
+def read_policy_dir(path: str | Path) -> tuple[dict, dict[str, torch.Tensor], Normalizer | None]:
+    """(config document, weights, normaliser) of a policy directory, checked (a wrapper kind has neither)."""
     p = resolve_policy_dir(path)
     try:
         doc = json.loads((p / "config.json").read_text())
@@ -91,6 +93,8 @@ def read_policy_dir(path: str | Path) -> tuple[dict, dict[str, torch.Tensor], No
                                    doc.get("format") if isinstance(doc, dict) else type(doc).__name__)
     if doc.get("version") != VERSION:
         raise ConfigError.expected(f"checkpoint {p} version", VERSION, doc.get("version"))
+    if doc.get("policy") in WRAPPERS:
+        return doc, {}, None
     for name in ("model.safetensors", "normalizer.safetensors"):
         if not (p / name).is_file():
             raise ConfigError(f"checkpoint {p}: {name} is missing")

@@ -260,6 +260,27 @@ class DiffusionPolicy(nn.Module):
         self.last_latency_s = time.perf_counter() - t0
         return ActionChunk(acts, t_ns, self.action_features)
 
+    @torch.no_grad()
+    def sample_chunks(self, observation: Observation, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``k`` independent chunks for one observation in one batched sampling call (value-guided steering):
+        actions (k, Ta, Da) and their ticks (Ta,). The observation joins the history once, as with ``infer``."""
+        t0 = time.perf_counter()
+        self.observe(observation)
+        was_training = self.training
+        self.eval()
+        try:
+            batch = {name: v.expand(int(k), *v.shape[1:]) for name, v in self.window().items()}
+            gen = self.generator if self.device.type == "cpu" else None
+            seq = self.predict_actions(batch, generator=gen).cpu().numpy()
+        finally:
+            self.train(was_training)
+        c = self.config
+        acts = seq[:, c.To - 1:c.To - 1 + c.Ta].astype(np.float32)
+        if not np.all(np.isfinite(acts)):
+            raise SpecMismatchError("diffusion policy produced a non-finite action; the checkpoint is broken")
+        self.last_latency_s = time.perf_counter() - t0
+        return acts, int(observation.t_ns) + self.control_period_ns * np.arange(c.Ta, dtype=np.int64)
+
     # --- checkpoints -------------------------------------------------------------------------
     def checkpoint_config(self) -> dict:
         return {"diffusion": self.config.to_json(), "observation_features": self.observation_features.to_json(),

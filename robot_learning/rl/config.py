@@ -84,3 +84,47 @@ class FinetuneResidualConfig:
         if self.eval_episodes and self.train_seed < hi and lo < self.train_seed + 10_000_000:
             raise ConfigError(f"--train-seed {self.train_seed}: the RL episodes would reuse evaluation seeds "
                               f"{lo}..{hi - 1}; pick a --train-seed above {hi - 1} (or 10M below --eval-seed)")
+
+
+@dataclass(frozen=True)
+class CriticTrainConfig:
+    """Train an offline critic Q(observation, action chunk) on recorded episodes with success labels
+    (demonstrations and policy rollouts: `robot-learning eval --record`), for value-guided steering
+    (`eval --steer`). Holds out a tenth of the episodes and reports how well Q separates their successes from
+    their failures (ROC AUC)."""
+
+    method: tyro.conf.Positional[Literal["train"]]
+    """train (the only action so far)."""
+    dataset: tuple[Path, ...]
+    """One or more datasets (same action features), every episode with a success label."""
+    out: Path
+    """Run folder: critic/ (config.json + critic.safetensors: what --steer takes), train_log.csv, summary.json."""
+    algo: Literal["calql", "iql"] = "calql"
+    """calql (conservative, calibrated by the Monte-Carlo return) or iql (expectile value regression)."""
+    horizon: int = 8
+    """Chunk length the critic scores (the steered policy's executed actions per chunk)."""
+    gamma: float = 0.98
+    """Discount per chunk."""
+    features: tuple[str, ...] | None = None
+    """State features the critic sees (default: every numeric state feature of the dataset)."""
+    steps: int = 20_000
+    """Gradient steps."""
+    minutes: float | None = None
+    """Time budget instead of (or with) --steps."""
+    batch_size: int = 256
+    lr: float = 3e-4
+    hidden: tuple[int, ...] = (256, 256)
+    expectile: float = 0.7
+    cql_alpha: float = 1.0
+    val_fraction: float = 0.1
+    """Episodes held out for the validation AUC."""
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise ConfigError.expected("--steps / --batch-size", ">= 1", (self.steps, self.batch_size))
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError.expected("--val-fraction", "0 <= f < 1", self.val_fraction)
+        if self.minutes is not None and not self.minutes > 0:
+            raise ConfigError.expected("--minutes", "> 0", self.minutes)
