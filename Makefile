@@ -46,7 +46,7 @@ test-all: install
 demo: install
 	$(BIN)/robot-learning demo
 
-# Every speed benchmark, one after the other (about 6 min, plus about 5 min for bench/policy.py without the
+# Every speed benchmark, one after the other (about 10 min, plus about 5 min for bench/policy.py without the
 # LeRobot harness, on 2 cores); results land in bench/results/ and
 # the figures worth keeping go into docs/benchmarks.md with the date and machine. The learning
 # results (record, train, evaluate: 18-35 min each) are `make bench-learning`.
@@ -56,6 +56,7 @@ bench: install
 	$(BIN)/python bench/recorder.py
 	$(BIN)/python bench/loader.py
 	$(BIN)/python bench/servo_bus.py
+	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/policy.py
 
 bench-learning: install

@@ -19,3 +19,15 @@ def test_servo_bus_bench_runs_and_reports_no_failed_reads():
     c = project["corrupt"]
     assert c["corrupted_replies"] > 0 and c["failed"] == 0 and c["stale_values"] == 0 and c["wrong_values"] == 0
     assert 0 < project["vanish_ms"]["p50"] < 100
+
+
+def test_serve_bench_runs_every_reported_measurement():
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "serve.py"), "--chunks", "5", "--warmup", "1",
+                        "--ticks", "12", "--modes", "open-loop", "rtc", "--no-save"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["remote"]["overhead_ms"]["p50"] > 0 and set(out["null"]) >= {"state"}
+    assert set(out["loop"]) == {"open-loop_local", "open-loop_remote", "rtc_local", "rtc_remote"}
+    rtc = out["loop"]["rtc_remote"]
+    assert rtc["chunks"] >= 1 and rtc["smoothness"]["step_max_rad"] is not None

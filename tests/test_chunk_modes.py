@@ -102,3 +102,39 @@ def test_worker_fills_the_queue_and_drops_actions_whose_tick_passed(merge):
             assert policy.observed > 0           # between chunks the policy still sees every tick
     finally:
         s.close()
+
+
+class HistoryPolicy(RampPolicy):
+    """Records the tick of every observation it is given, observe or infer."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.seen: list[int] = []
+
+    def observe(self, obs):
+        super().observe(obs)
+        self.seen.append(int(obs.t_ns) // P)
+
+    def infer(self, obs):
+        self.seen.append(int(obs.t_ns) // P)
+        return super().infer(obs)
+
+
+@pytest.mark.parametrize("merge", ["queue", "ensemble"])
+def test_a_slow_policy_still_sees_every_tick_in_order(merge):
+    """Inference takes 2.5 periods: the ticks that arrive meanwhile reach the policy's history afterwards, in order
+    (a history with gaps is not what the policy was trained on)."""
+    policy = HistoryPolicy(delay_s=0.05)
+    s = QueuedChunkSource(policy, FakeClock(), P, merge=merge)
+    s.reset()
+    try:
+        for k in range(40):
+            s.next_action(Observation(k * P, OBS, {"joint_pos_rad": np.zeros(1, np.float32)}, {"joint_pos_rad": k * P}))
+            time.sleep(0.02)
+        deadline = time.monotonic() + 5
+        while len(policy.seen) < 40 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        s.close()
+    assert policy.seen == list(range(40))
+    assert policy.calls >= 2

@@ -1,10 +1,12 @@
 """``QueuedChunkSource``: a policy (local or behind a policy server) as a control-runtime action source that never
 makes the loop wait.
 
-A worker thread owns the policy. Each tick the control thread hands it the newest observation and takes the action
-queued for that tick. The worker sends every observation to the policy (``observe``, so its history has every
-tick it saw) and asks for the next chunk (``infer``) when fewer than ``refill_below`` queued actions are left, so
-the next chunk arrives before the queue runs dry and the robot never waits.
+A worker thread owns the policy. Each tick the control thread hands it the observation and takes the action
+queued for that tick. The worker passes every tick's observation to the policy in order, also those that arrived
+while it was inferring (``observe``, so the policy's history is the consecutive ticks it was trained on, not a
+sample of them), and asks for the next chunk (``infer``, on the newest observation) when fewer than
+``refill_below`` queued actions are left, so the next chunk arrives before the queue runs dry and the robot never
+waits.
 
 Timing: every queued action carries the control tick it is meant for (``ActionChunk.t_ns``). Actions whose tick
 has passed when they arrive are dropped (``stale_dropped``): a chunk that took three periods to compute starts
@@ -62,7 +64,7 @@ class QueuedChunkSource:
         self._queue: collections.deque[tuple[int, np.ndarray]] = collections.deque()   # (tick, action vector)
         self._predictions: dict[int, list[np.ndarray]] = {}                               # ensemble: per tick
         self._cv = threading.Condition()
-        self._obs: Observation | None = None
+        self._pending: collections.deque[Observation] = collections.deque(maxlen=256)   # ticks not yet passed on
         self._stop = False
         self._thread: threading.Thread | None = None
 
@@ -74,7 +76,8 @@ class QueuedChunkSource:
         with self._cv:
             self._queue.clear()
             self._predictions.clear()
-            self._obs, self._stop = None, False
+            self._pending.clear()
+            self._stop = False
         self._thread = threading.Thread(target=self._work, name="policy-worker", daemon=True)
         self._thread.start()
 
@@ -89,7 +92,7 @@ class QueuedChunkSource:
     def next_action(self, observation: Observation) -> Stamped[Action] | None:
         t, half = int(observation.t_ns), self.period_ns // 2
         with self._cv:
-            self._obs = observation
+            self._pending.append(observation)
             self._cv.notify_all()
             while self._queue and self._queue[0][0] < t - half:
                 self._queue.popleft()
@@ -108,16 +111,18 @@ class QueuedChunkSource:
 
     # --- worker --------------------------------------------------------------------------------
     def _work(self) -> None:
-        last_t = None
         while True:
             with self._cv:
-                self._cv.wait_for(lambda: self._stop or (self._obs is not None and self._obs.t_ns != last_t))
+                self._cv.wait_for(lambda: self._stop or bool(self._pending))
                 if self._stop:
                     return
-                obs = self._obs
-                last_t = obs.t_ns
+                ticks = list(self._pending)
+                self._pending.clear()
+                obs = ticks[-1]
                 left = sum(1 for tq, _ in self._queue if tq >= obs.t_ns)
             try:
+                for earlier in ticks[:-1]:      # ticks that came while the worker was busy: history only
+                    self.policy.observe(earlier)
                 if left < self.refill_below:
                     w0 = time.perf_counter()
                     chunk = self.policy.infer(obs)
@@ -185,6 +190,9 @@ class QueuedChunkSource:
                 reconnect()
                 self.policy.reset(self.seed) if self.seed is not None else self.policy.reset()
                 self.reconnects += 1
+                with self._cv:                  # a fresh history starts from the newest tick
+                    while len(self._pending) > 1:
+                        self._pending.popleft()
                 return True
             except DeviceError as e:
                 self.last_error = str(e)
