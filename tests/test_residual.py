@@ -179,3 +179,28 @@ def test_residual_policy_through_the_server_equals_local(base_run, tmp_path):
     assert local["mean_episode_length"] == remote["mean_episode_length"]
     assert local["mean_max_reward"] == pytest.approx(remote["mean_max_reward"], abs=1e-6)
     assert local["chunks"] == remote["chunks"] == local["mean_episode_length"]   # one chunk per tick
+
+
+def test_batched_base_samples_all_envs_together_and_keeps_each_history(base_run):
+    from robot_learning.policies.checkpoint import load_policy
+    from robot_learning.rl.vec_base import BatchedBase
+
+    base = load_policy(base_run)
+    obs = _observations(base, n=17)
+    vb = BatchedBase(base, 4, seed=0)
+    acts = [vb.actions([obs[t]] * 4) for t in range(16)]
+    assert vb.inferences == 2                                   # one batched call per 8-step chunk, not one per env
+    assert acts[0].shape == (4, base.action_dim)
+    assert not np.allclose(acts[0][0], acts[0][1])              # each env samples its own chunk
+    for t in range(2):
+        vb.actions([obs[t]] * 4)                                # step 16 starts the third common chunk
+    assert vb.inferences == 3
+    vb.reset(2)                                                 # env 2 starts an episode mid-chunk
+    vb.actions([obs[0]] * 4)
+    assert vb.inferences == 4                                   # its first chunk, at once; the others keep theirs
+    for t in range(5):
+        vb.actions([obs[t]] * 4)
+    assert vb.inferences == 4                                   # ... until the next common step (24)
+    vb.actions([obs[5]] * 4)
+    assert vb.inferences == 5
+    assert [len(h._buf) for h in vb.histories] == [2, 2, 2, 2]

@@ -78,6 +78,9 @@ class DeployConfig:
     On the sim twin the worker-thread modes step physics in real time (an episode takes its real length)."""
     episodes: int = 1
     """Sim: episodes, one per seed from --seed."""
+    realtime: bool = False
+    """Sim, open-loop: step the twin in real time too (the arm waits while a chunk is inferred, as on hardware;
+    the worker-thread modes always run in real time), to compare modes under the same clock."""
     seed: int = 100_000
     """Sim: first seed; seeds the policy was trained on are refused."""
     json: bool = False

@@ -49,8 +49,9 @@ def _deploy_sim(cfg, policy, task: str, model: str) -> int:
     seeds = held_out_seeds(cfg.seed, cfg.episodes, seen_seeds(policy.meta), "--seed")
     mode = cfg.mode or "open-loop"
     t0 = time.perf_counter()
-    results = evaluate(policy, task, seeds, robot=model, progress=not cfg.json, mode=mode)
-    summary = {"robot": cfg.robot, "policy": cfg.policy, "mode": mode, **summarize(results),
+    realtime = cfg.realtime or mode != "open-loop"
+    results = evaluate(policy, task, seeds, robot=model, progress=not cfg.json, mode=mode, realtime=realtime)
+    summary = {"robot": cfg.robot, "policy": cfg.policy, "mode": mode, "realtime": realtime, **summarize(results),
                "wall_s": round(time.perf_counter() - t0, 2), **_latency(policy)}
     if cfg.json:
         print(json.dumps(summary))

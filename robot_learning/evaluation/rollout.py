@@ -166,9 +166,10 @@ def rollout(env, policy, seed: int, video_path: Path | None = None, fps: float =
 
 def evaluate(policy, task: str, seeds, *, robot: str = "panda", video_dir: Path | None = None, videos: int = 4,
              progress: bool = False, env=None, mode: str = "open-loop", record: Path | None = None,
-             notes: str = "policy rollout") -> list[EpisodeResult]:
+             notes: str = "policy rollout", realtime: bool = False) -> list[EpisodeResult]:
     """One rollout per seed (see the module docstring); videos of the first ``videos`` episodes. ``mode``: how
-    chunks are played (``chunk_source``); any but ``open-loop`` steps the twin in real time. ``record``: a dataset
+    chunks are played (``chunk_source``); any but ``open-loop`` steps the twin in real time (``realtime``: open-loop
+    too, so the robot waits on each inference as it would on hardware). ``record``: a dataset
     that keeps every episode, failures too, with its success label and seed (data for an offline critic)."""
     import dataclasses
 
@@ -177,7 +178,7 @@ def evaluate(policy, task: str, seeds, *, robot: str = "panda", video_dir: Path 
     own = env is None
     if own:
         cfg = env_config_for(policy.observation_features, task, robot)
-        if mode != "open-loop":
+        if mode != "open-loop" or realtime:
             cfg = dataclasses.replace(cfg, physics=dataclasses.replace(cfg.physics, realtime=True))
         env = SimEnv(cfg)
     try:

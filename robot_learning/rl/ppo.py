@@ -56,18 +56,20 @@ def gaussian_logp(x: torch.Tensor, mean: torch.Tensor, log_std: float) -> torch.
 
 
 class ReturnNormalizer:
-    """Running std of the discounted return per env (as gymnasium's NormalizeReward): rewards are divided by it."""
+    """Running std of the discounted return per env (as gymnasium's NormalizeReward): rewards are divided by it,
+    and the result clipped to +-``clip``. With a sparse reward the return is 0 until the first success, so the
+    std is floored (``min_std``) to keep that first success from weighing 10^4 times more than the next ones."""
 
-    def __init__(self, n: int, gamma: float, eps: float = 1e-8):
+    def __init__(self, n: int, gamma: float, clip: float = 10.0, min_std: float = 0.05):
         self.ret = np.zeros(n, dtype=np.float64)
-        self.gamma, self.eps = float(gamma), eps
+        self.gamma, self.clip, self.min_std = float(gamma), float(clip), float(min_std)
         self.count, self.mean, self.var = 1e-4, 0.0, 1.0
 
     def __call__(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
         self.ret = self.ret * self.gamma + reward
         self._update(self.ret)
         self.ret[done] = 0.0
-        return reward / math.sqrt(self.var + self.eps)
+        return np.clip(reward / max(math.sqrt(self.var), self.min_std), -self.clip, self.clip)
 
     def _update(self, x: np.ndarray) -> None:
         b_mean, b_var, b_n = float(x.mean()), float(x.var()), x.size

@@ -331,7 +331,8 @@ def plot_rl_curves(run_dir: Path) -> Path:
         a.errorbar(xs, sr, yerr=err, fmt="o-", capsize=4, label="held-out evaluation (95% CI)")
     a.set(xlabel="env steps", ylabel="success rate", ylim=(-0.02, 1.02), title="residual PPO")
     a.grid(alpha=0.3)
-    a.legend(loc="lower right")
+    if pts or ev:
+        a.legend(loc="lower right")
     kl = [(int(r["env_steps"]), float(r["approx_kl"])) for r in rl if r.get("approx_kl")]
     if kl:
         b.plot(*zip(*kl), lw=1)

@@ -1,9 +1,12 @@
 """A frozen base policy playing its chunks open loop in N environments at once.
 
-Each env has its own observation history and chunk; the envs whose chunk has run out get their next chunk from
-one batched sampling call (a diffusion policy's ``predict_actions`` over the stacked windows), so N envs cost
-about one inference per chunk, not N. A base without batched sampling (any other ``Policy``) runs as N
-independent copies through its ``infer``.
+Each env has its own observation history and chunk. Chunks start together: every ``Ta`` steps all envs get
+their next chunk from one batched sampling call (a diffusion policy's ``predict_actions`` over the stacked
+windows), so N envs cost one inference per chunk, not N. An env that starts an episode between two such steps
+gets a first chunk at once (batched with the other envs starting then) and joins the common schedule at the
+next one, so its first chunk plays only until then: without that, episodes of different lengths spread the
+envs' chunk boundaries over every step and the sampling calls multiply by up to ``Ta``. A base without batched
+sampling (any other ``Policy``) runs as N independent copies through its ``infer``.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class BatchedBase:
         self.chunks: list[np.ndarray | None] = [None] * self.n   # (Ta, Da) actions of each env's current chunk
         self.index = [0] * self.n
         self.inferences = 0
+        self.steps = 0                  # common step counter: chunks start together every Ta steps
 
     def reset(self, i: int) -> None:
         """Env ``i`` starts a new episode."""
@@ -50,7 +54,11 @@ class BatchedBase:
         """(N, Da) base actions (unnormalised) for this tick of every env."""
         if len(observations) != self.n:
             raise ConfigError.expected("observations", self.n, len(observations))
-        need = [i for i in range(self.n) if self.chunks[i] is None or self.index[i] >= len(self.chunks[i])]
+        if self.batched and self.steps % self.Ta == 0:
+            need = list(range(self.n))
+        else:
+            need = [i for i in range(self.n) if self.chunks[i] is None or self.index[i] >= len(self.chunks[i])]
+        self.steps += 1
         if self.batched:
             for h, o in zip(self.histories, observations):
                 h.push(o)
