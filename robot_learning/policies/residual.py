@@ -40,7 +40,7 @@ class ResidualConfig:
 
     hidden: tuple[int, ...] = (256, 256)
     scale: float = 0.1
-    log_std: float = -1.0
+    log_std: float = -2.0
     state_clip: float = 3.0
 
     def __post_init__(self) -> None:
