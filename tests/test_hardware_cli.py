@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import cv2
@@ -66,15 +67,27 @@ def test_calibrate_command_interactive(cal_dir):
                 assert time.monotonic() < deadline, "calibrate never reset the offsets"
                 time.sleep(0.05)
             time.sleep(0.3)
+            err_lines: list[str] = []
+            reader = threading.Thread(target=lambda: err_lines.extend(iter(p.stderr.readline, "")), daemon=True)
+            reader.start()
             p.stdin.write("\n")      # zero pose
             p.stdin.flush()
+            # sweep once calibrate asks for it (a loaded machine takes a while to get there)
+            while not any("move every joint" in ln for ln in err_lines):
+                assert time.monotonic() < deadline, "calibrate never asked for the sweep"
+                time.sleep(0.05)
             time.sleep(0.3)
             for n, (home, lo, hi) in FOLLOWER_POSE.items():
                 for rel in (*np.linspace(0, lo, 10), *np.linspace(lo, hi, 20), *np.linspace(hi, 0, 10)):
                     emu.servo(ids[n].id).set_physical(int(round(home + rel)) % RES)
                     time.sleep(0.01)
             time.sleep(0.1)
-            out, err = p.communicate("\n", timeout=60)
+            p.stdin.write("\n")
+            p.stdin.close()
+            out = p.stdout.read()
+            p.wait(timeout=60)
+            reader.join(timeout=10)
+            err = "".join(err_lines)
         finally:
             p.kill()
         assert p.returncode == 0, err
