@@ -3,3 +3,17 @@ import os
 # Tests never touch the network, and render off-screen.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def lift_base(tmp_path_factory):
+    """Scripted lift demonstrations and a policy trained 2 steps on them, shared read-only by every module that
+    needs a trained policy (deploy, residual, steering, RLPD): {"dir", "demos", "run"}."""
+    from sim_recordings import record_lift, train_two_steps
+
+    d = tmp_path_factory.mktemp("lift_base")
+    demos = record_lift(d / "lift.zarr")
+    return {"dir": d, "demos": demos, "run": train_two_steps(demos, d / "run")}

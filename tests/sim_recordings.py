@@ -15,3 +15,27 @@ def record_lift(path, camera_fps=None, seeds=LIFT_SEEDS, **env_overrides):
         episodes = record_sim_dataset(env, path, seeds, keep_failures=True)
     assert all(e.record is not None for e in episodes)
     return path
+
+
+def train_two_steps(demos, run):
+    """A policy trained for 2 steps on ``demos`` (the real trainer, through the CLI): a fast base for the tests of
+    everything that takes a trained policy (deploy, residuals, steering, fine-tuning)."""
+    from robot_learning.cli.main import main
+
+    assert main(["train", "--dataset", str(demos), "--out", str(run), "--batch-size", "8", "--steps", "2",
+                 "--eval-episodes", "0", "--no-progress"]) == 0
+    return run
+
+
+def lift_observations(policy, n=12, seed=100_000):
+    """``n`` observations of the lift twin for ``policy``'s features, the arm held at home from reset ``seed``."""
+    from robot_learning.evaluation.rollout import env_config_for
+
+    env = SimEnv(env_config_for(policy.observation_features, "lift", "panda"))
+    try:
+        obs = [env.reset(seed)]
+        for _ in range(n - 1):
+            obs.append(env.step(env.home_action())[0])
+        return obs
+    finally:
+        env.close()

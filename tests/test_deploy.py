@@ -11,18 +11,11 @@ import pytest
 
 from robot_learning.cli.main import main
 
-from sim_recordings import record_lift
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("deploy")
-    ds = d / "lift.zarr"
-    record_lift(ds)
-    run = d / "run"
-    assert main(["train", "--dataset", str(ds), "--out", str(run), "--batch-size", "8", "--steps", "2",
-                 "--eval-episodes", "0", "--no-progress"]) == 0
-    return run
+def run_dir(lift_base):
+    return lift_base["run"]
 
 
 def _cli(*args) -> dict:

@@ -15,32 +15,12 @@ import torch
 
 from robot_learning.cli.main import main
 
-from sim_recordings import record_lift
+from sim_recordings import lift_observations as _observations
 
 
 @pytest.fixture(scope="module")
-def base_run(tmp_path_factory):
-    d = tmp_path_factory.mktemp("residual")
-    ds = d / "lift.zarr"
-    record_lift(ds)
-    run = d / "run"
-    assert main(["train", "--dataset", str(ds), "--out", str(run), "--batch-size", "8", "--steps", "2",
-                 "--eval-episodes", "0", "--no-progress"]) == 0
-    return run
-
-
-def _observations(policy, n=12, seed=100_000):
-    from robot_learning.evaluation.rollout import env_config_for
-    from robot_learning.sim.env import SimEnv
-
-    env = SimEnv(env_config_for(policy.observation_features, "lift", "panda"))
-    try:
-        obs = [env.reset(seed)]
-        for _ in range(n - 1):
-            obs.append(env.step(env.home_action())[0])
-        return obs
-    finally:
-        env.close()
+def base_run(lift_base):
+    return lift_base["run"]
 
 
 def test_zero_initialised_residual_acts_exactly_like_its_base(base_run):

@@ -14,7 +14,7 @@ import pytest
 
 from robot_learning.cli.main import main
 
-from sim_recordings import record_lift
+from sim_recordings import lift_observations
 
 
 def _cli(*args) -> tuple[int, str]:
@@ -25,19 +25,14 @@ def _cli(*args) -> tuple[int, str]:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(lift_base, tmp_path_factory):
     """Scripted demonstrations (successes), a 2-step policy, and its rollouts (failures) recorded by eval."""
     d = tmp_path_factory.mktemp("steer")
-    demos = d / "lift.zarr"
-    record_lift(demos)
-    run = d / "run"
-    assert main(["train", "--dataset", str(demos), "--out", str(run), "--batch-size", "8", "--steps", "2",
-                 "--eval-episodes", "0", "--no-progress"]) == 0
     rollouts = d / "rollouts.zarr"
-    rc, text = _cli("eval", "--checkpoint", str(run), "--episodes", "3", "--videos", "0", "--record", str(rollouts),
-                    "--json")
+    rc, text = _cli("eval", "--checkpoint", str(lift_base["run"]), "--episodes", "3", "--videos", "0", "--record",
+                    str(rollouts), "--json")
     assert rc == 0, text
-    return {"dir": d, "demos": demos, "run": run, "rollouts": rollouts}
+    return {"dir": d, "demos": lift_base["demos"], "run": lift_base["run"], "rollouts": rollouts}
 
 
 def test_eval_record_keeps_failures_with_labels_and_transitions_carry_the_sparse_reward(setup):
@@ -100,17 +95,7 @@ def critic_dir(setup):
 
 
 def _observations(policy, n=10, seed=100_010):
-    from robot_learning.evaluation.rollout import env_config_for
-    from robot_learning.sim.env import SimEnv
-
-    env = SimEnv(env_config_for(policy.observation_features, "lift", "panda"))
-    try:
-        obs = [env.reset(seed)]
-        for _ in range(n - 1):
-            obs.append(env.step(env.home_action())[0])
-        return obs
-    finally:
-        env.close()
+    return lift_observations(policy, n, seed)
 
 
 def test_steering_at_beta_zero_runs_the_best_scored_of_k_chunks(setup, critic_dir):

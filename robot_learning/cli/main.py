@@ -26,7 +26,7 @@ from robot_learning.cli.deploy_configs import DeployConfig, ServeConfig
 from robot_learning.cli.hardware_configs import (CalibrateConfig, FindCamerasConfig, FindPortsConfig,
                                                  TeleoperateConfig)
 from robot_learning.errors import ConfigError, RobotLearningError
-from robot_learning.rl.config import CriticTrainConfig, FinetuneResidualConfig
+from robot_learning.rl.config import ActorConfig, CriticTrainConfig, FinetuneResidualConfig, FinetuneRLPDConfig
 from robot_learning.training.config import TrainConfig
 
 PROG = "robot-learning"
@@ -63,13 +63,28 @@ class DatasetConfig:
     cmd: tyro.conf.OmitSubcommandPrefixes[DatasetCommand]
 
 
+FinetuneCommand = Union[
+    Annotated[FinetuneResidualConfig, tyro.conf.subcommand("residual")],
+    Annotated[FinetuneRLPDConfig, tyro.conf.subcommand("rlpd")],
+    Annotated[ActorConfig, tyro.conf.subcommand("actor")],
+]
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Fine-tune a trained policy in the twin without retraining it: residual PPO (on-policy, vectorised envs) or
+    RLPD (off-policy SAC with demonstrations; a learner here and actor processes), and the actor side of RLPD."""
+
+    cmd: tyro.conf.OmitSubcommandPrefixes[FinetuneCommand]
+
+
 Command = Union[
     Annotated[DemoConfig, tyro.conf.subcommand("demo")],
     Annotated[TeleoperateConfig, tyro.conf.subcommand("teleoperate")],
     Annotated[RecordConfig, tyro.conf.subcommand("record")],
     Annotated[TrainConfig, tyro.conf.subcommand("train")],
     Annotated[EvalConfig, tyro.conf.subcommand("eval")],
-    Annotated[FinetuneResidualConfig, tyro.conf.subcommand("finetune")],
+    Annotated[tyro.conf.OmitSubcommandPrefixes[FinetuneConfig], tyro.conf.subcommand("finetune")],
     Annotated[CriticTrainConfig, tyro.conf.subcommand("critic")],
     Annotated[ServeConfig, tyro.conf.subcommand("serve")],
     Annotated[DeployConfig, tyro.conf.subcommand("deploy")],
@@ -94,6 +109,8 @@ RUNNERS: dict[type, str] = {
     TrainConfig: "robot_learning.cli.learn_cmds:run_train",
     EvalConfig: "robot_learning.cli.learn_cmds:run_eval",
     FinetuneResidualConfig: "robot_learning.cli.rl_cmds:run_finetune_residual",
+    FinetuneRLPDConfig: "robot_learning.cli.rl_cmds:run_finetune_rlpd",
+    ActorConfig: "robot_learning.cli.rl_cmds:run_actor",
     CriticTrainConfig: "robot_learning.cli.rl_cmds:run_critic_train",
     ServeConfig: "robot_learning.cli.deploy_cmds:run_serve",
     DeployConfig: "robot_learning.cli.deploy_run:run_deploy",
@@ -112,7 +129,7 @@ RUNNERS: dict[type, str] = {
 
 def _runner(cmd: object) -> tuple[Callable[[object], int], object]:
     """The function that runs ``cmd`` and its config (command groups unwrap to their subcommand)."""
-    if isinstance(cmd, (SimConfig, DatasetConfig)):
+    if isinstance(cmd, (SimConfig, DatasetConfig, FinetuneConfig)):
         cmd = cmd.cmd
     module, func = RUNNERS[type(cmd)].split(":")
     return getattr(importlib.import_module(module), func), cmd
@@ -161,6 +178,23 @@ def parse(argv: Sequence[str]) -> object:
         raise UsageError(condense_usage_error(err.getvalue())) from None
 
 
+def stop_signals_interrupt() -> None:
+    """SIGTERM and SIGINT raise KeyboardInterrupt in the main thread, so every long command saves and exits as on
+    Ctrl-C when a job system, ``kill`` or ``timeout`` stops it (a shell starts background jobs with SIGINT ignored,
+    and Python leaves SIGTERM fatal)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -186,4 +220,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entrypoint() -> None:
+    stop_signals_interrupt()
     sys.exit(main())

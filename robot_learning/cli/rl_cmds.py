@@ -32,3 +32,28 @@ def run_critic_train(cfg) -> int:
           f"{s['train_time_s'] / 60:.1f} min; held-out AUC (success vs failure) {auc}; saved {s['critic']}")
     print(json.dumps(s))
     return 130 if s["interrupted"] else 0
+
+
+def run_finetune_rlpd(cfg) -> int:
+    from robot_learning.rl.rlpd import finetune_rlpd
+
+    s = finetune_rlpd(cfg)
+    if s["interrupted"]:
+        print(f"interrupted after {s['episodes']} episodes; checkpoint saved: {s['policy']} (--resume continues)")
+        return 130
+    rate = lambda v: "-" if v is None else f"{v:.2f}"   # noqa: E731
+    print(f"residual RLPD on {s['env']}: {s['episodes']} episodes, {s['env_steps']} env steps, "
+          f"{s['critic_updates']} critic updates in {s['train_time_s'] / 60:.1f} min "
+          f"({s['demos']['episodes']} demonstrations); success {rate(s['base_success_rate'])} (base) -> "
+          f"{rate(s['success_rate'])} over {s['eval_episodes']} held-out episodes")
+    print(f"policy {s['policy']}  curves {s['curves']}")
+    print(json.dumps(s))
+    return 0
+
+
+def run_actor(cfg) -> int:
+    from robot_learning.rl.actor import run_actor as actor
+
+    s = actor(cfg)
+    print(json.dumps(s))
+    return 0

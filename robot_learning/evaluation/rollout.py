@@ -115,8 +115,9 @@ def chunk_source(policy, env, seed: int, mode: str = "open-loop"):
 
 
 def rollout(env, policy, seed: int, video_path: Path | None = None, fps: float = 10.0,
-            mode: str = "open-loop", recorder=None, notes: str = "policy rollout") -> EpisodeResult:
-    """One episode; ``recorder`` (a ``Recorder`` on ``env``'s schema) keeps it with its success label."""
+            mode: str = "open-loop", recorder=None, notes: str = "policy rollout", sinks: tuple = ()) -> EpisodeResult:
+    """One episode; ``recorder`` (a ``Recorder`` on ``env``'s schema) keeps it with its success label; ``sinks``:
+    more runtime sinks (each sees every tick: the RL actor's transitions)."""
     env.reset(seed)
     executor = chunk_source(policy, env, seed, mode)
     video = _SceneVideo(env.world) if video_path is not None else None
@@ -129,7 +130,7 @@ def rollout(env, policy, seed: int, video_path: Path | None = None, fps: float =
             best["coverage"] = max(best["coverage"], env.task.coverage(env.world))
         return env.task.success(env.world)
 
-    sinks = tuple(x for x in (recorder, video) if x is not None)
+    sinks = tuple(x for x in (recorder, video) if x is not None) + tuple(sinks)
     runtime = env.make_runtime(executor, sinks=sinks)
     if recorder is not None:
         recorder.start_episode()

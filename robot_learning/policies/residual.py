@@ -8,8 +8,11 @@ features (clamped to +-``state_clip``) and the base action for this tick (normal
     a = unnormalise(normalise(a_base) + scale * residual(state, a_base))
 
 The residual's output layer starts at zero, so a fresh ``ResidualPolicy`` acts exactly like its base. ``infer``
-returns a one-action chunk: the residual acts every tick. For PPO the residual is a Gaussian with a fixed
-log-std (``log_std``); inference uses its mean.
+returns a one-action chunk: the residual acts every tick. Two heads: ``gaussian`` (PPO) outputs the mean of a Gaussian
+with a fixed log-std (``log_std``); ``tanh`` (SAC / RLPD) outputs a mean and a log-std offset (from ``log_std``) of a
+Gaussian squashed by tanh, so the residual stays in (-1, 1). Inference uses the mean (its tanh for ``tanh``); with
+``explore`` set to a ``torch.Generator``, ``infer`` samples instead (the RL actor). After every ``infer`` the actor's
+input and the normalised base action of that tick stay in ``last_step`` (what the RL actor records).
 
 On disk a residual policy is self-contained: its folder holds the base policy in ``base/`` next to its own weights,
 so it loads, evaluates and serves like any other (``load_policy``).
@@ -17,6 +20,7 @@ so it loads, evaluates and serves like any other (``load_policy``).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,15 +37,21 @@ from robot_learning.errors import ConfigError, SpecMismatchError
 from robot_learning.policies.base import ActionChunk
 
 
+HEADS = ("gaussian", "tanh")
+LOG_STD_RANGE = (-5.0, 1.0)      # the tanh head's log-std is clamped to this
+
+
 @dataclass(frozen=True)
 class ResidualConfig:
     """hidden: MLP widths. scale: residual step in normalised action units. log_std: the exploration noise
-    of PPO (fixed, in residual units). state_clip: the normalised state is clamped to +-state_clip."""
+    of PPO (fixed, in residual units), or the initial one of the tanh head. state_clip: the normalised state is
+    clamped to +-state_clip. head: gaussian (PPO) or tanh (SAC / RLPD)."""
 
     hidden: tuple[int, ...] = (256, 256)
     scale: float = 0.1
     log_std: float = -2.0
     state_clip: float = 3.0
+    head: str = "gaussian"
 
     def __post_init__(self) -> None:
         if not self.hidden or any(int(h) < 1 for h in self.hidden):
@@ -50,6 +60,8 @@ class ResidualConfig:
             raise ConfigError.expected("residual scale", "> 0", self.scale)
         if not self.state_clip > 0:
             raise ConfigError.expected("state_clip", "> 0", self.state_clip)
+        if self.head not in HEADS:
+            raise ConfigError.expected("residual head", " or ".join(HEADS), repr(self.head))
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -65,6 +77,18 @@ class ResidualConfig:
         if "hidden" in d:
             d["hidden"] = tuple(int(h) for h in d["hidden"])
         return cls(**d)
+
+
+RESIDUAL_LIMIT = 0.999           # |residual| of the tanh head (executed actions beyond it are clipped to it)
+
+
+@dataclass(frozen=True)
+class ResidualStep:
+    """One ``infer`` of a residual policy: the tick, the actor's input, the normalised base action."""
+
+    t_ns: int
+    x: np.ndarray
+    base_n: np.ndarray
 
 
 def mlp(inp: int, hidden: tuple[int, ...], out: int, zero_last: bool = False) -> nn.Sequential:
@@ -105,9 +129,12 @@ class ResidualPolicy(nn.Module):
                                              list(base.observation_features.names))
         self.state_dim = sum(s.size for s in self.state_feats)
         self.action_dim = sum(s.size for s in self.action_features)
-        self.actor = mlp(self.state_dim + self.action_dim, config.hidden, self.action_dim, zero_last=True)
+        outputs = self.action_dim * (2 if config.head == "tanh" else 1)
+        self.actor = mlp(self.state_dim + self.action_dim, config.hidden, outputs, zero_last=True)
         self.meta = dict(meta if meta is not None else getattr(base, "meta", {}))
         self.last_latency_s = 0.0
+        self.explore: torch.Generator | None = None
+        self.last_step: ResidualStep | None = None
         self._chunk: ActionChunk | None = None
         for p in self.base_parameters():
             p.requires_grad_(False)
@@ -144,6 +171,40 @@ class ResidualPolicy(nn.Module):
     def actor_input(self, state_n: torch.Tensor, base_n: torch.Tensor) -> torch.Tensor:
         return torch.cat([state_n, base_n], dim=1)
 
+    def distribution(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, log_std) of the residual's Gaussian before any squashing, each (B, Da)."""
+        out = self.actor(x)
+        da = self.action_dim
+        if self.config.head == "gaussian":
+            return out, torch.full_like(out, self.config.log_std)
+        lo, hi = LOG_STD_RANGE
+        return out[:, :da], (self.config.log_std + out[:, da:]).clamp(lo, hi)
+
+    def residual_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """The deterministic residual (what inference executes)."""
+        mean, _ = self.distribution(x)
+        return torch.tanh(mean) if self.config.head == "tanh" else mean
+
+    def sample_residual(self, x: torch.Tensor, generator: torch.Generator | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(residual, log-prob) sampled with the reparameterisation trick (gradients flow through both). The tanh
+        head's log-prob includes the squashing correction."""
+        mean, log_std = self.distribution(x)
+        eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+        u = mean + log_std.exp() * eps
+        logp = (-0.5 * eps ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        if self.config.head == "gaussian":
+            return u, logp
+        # log(1 - tanh(u)^2), computed stably
+        logp = logp - (2 * (math.log(2.0) - u - torch.nn.functional.softplus(-2 * u))).sum(-1)
+        return torch.tanh(u), logp
+
+    def residual_of(self, base_n: torch.Tensor, action_n: torch.Tensor) -> torch.Tensor:
+        """The residual that turns the normalised base action into the normalised ``action_n`` (an executed or a
+        human action), limited to the tanh head's range."""
+        r = (action_n - base_n) / self.config.scale
+        return r.clamp(-RESIDUAL_LIMIT, RESIDUAL_LIMIT) if self.config.head == "tanh" else r
+
     def combine(self, base_n: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         """Unnormalised action from the normalised base action and a residual sample."""
         return self.normalizer.unnormalize("action", base_n + self.config.scale * residual)
@@ -153,6 +214,7 @@ class ResidualPolicy(nn.Module):
         reset = self.base.reset
         reset(seed) if seed is not None else reset()
         self._chunk = None
+        self.last_step = None
 
     def _base_action(self, observation: Observation) -> np.ndarray:
         """The base chunk's action for this tick (a new chunk when the current one has run out)."""
@@ -175,10 +237,13 @@ class ResidualPolicy(nn.Module):
         a_base = self._base_action(observation)
         base_n = self.normalizer.normalize("action", torch.from_numpy(a_base).reshape(1, -1))
         state_n = self.state_input({s.name: observation.values[s.name][None] for s in self.state_feats})
-        action = self.combine(base_n, self.actor(self.actor_input(state_n, base_n)))[0].numpy().astype(np.float32)
+        x = self.actor_input(state_n, base_n)
+        r = self.residual_mean(x) if self.explore is None else self.sample_residual(x, self.explore)[0]
+        action = self.combine(base_n, r)[0].numpy().astype(np.float32)
         if not np.all(np.isfinite(action)):
             raise SpecMismatchError("residual policy produced a non-finite action; the checkpoint is broken")
         self.last_latency_s = time.perf_counter() - t0
+        self.last_step = ResidualStep(int(observation.t_ns), x[0].numpy(), base_n[0].numpy())
         return ActionChunk(action[None], np.array([int(observation.t_ns)], dtype=np.int64), self.action_features)
 
     # --- checkpoints ----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Config of ``robot-learning finetune residual`` (residual PPO over a frozen base policy in the sim twin)."""
+"""Configs of ``robot-learning finetune residual|rlpd|actor`` and ``critic train``."""
 
 from __future__ import annotations
 
@@ -18,8 +18,6 @@ class FinetuneResidualConfig:
     held-out seeds at the start (the base alone), along the way and at the end; checkpoints every 2 minutes,
     at the end and on Ctrl-C; --resume continues a run."""
 
-    method: tyro.conf.Positional[Literal["residual"]]
-    """Fine-tuning method: residual (residual PPO over the frozen policy)."""
     checkpoint: Path
     """Base policy: a training run folder (its policy/) or a policy folder."""
     out: Path
@@ -68,6 +66,9 @@ class FinetuneResidualConfig:
     """Progress bar."""
     device: str = "cpu"
     """Device of the base policy's sampling (the residual and the critic stay on the CPU)."""
+    threads: int | None = None
+    """Torch threads (default: half the cores; every core makes two torch processes on one machine spin against
+    each other, measured 20x slower)."""
 
     def __post_init__(self) -> None:
         if not self.env.startswith("sim:"):
@@ -82,10 +83,133 @@ class FinetuneResidualConfig:
             raise ConfigError.expected("--iterations", ">= 1", self.iterations)
         if self.eval_episodes < 0:
             raise ConfigError.expected("--eval-episodes", ">= 0", self.eval_episodes)
-        lo, hi = self.eval_seed, self.eval_seed + self.eval_episodes
-        if self.eval_episodes and self.train_seed < hi and lo < self.train_seed + 10_000_000:
-            raise ConfigError(f"--train-seed {self.train_seed}: the RL episodes would reuse evaluation seeds "
-                              f"{lo}..{hi - 1}; pick a --train-seed above {hi - 1} (or 10M below --eval-seed)")
+        _check_eval_and_train_seeds(self.eval_seed, self.eval_episodes, self.train_seed)
+
+
+def set_torch_threads(threads: int | None) -> int:
+    """Set torch's intra-op threads to ``threads`` (default: half the cores, at least 1); returns the number."""
+    import os
+
+    import torch
+
+    n = max(1, int(threads) if threads is not None else (os.cpu_count() or 2) // 2)
+    torch.set_num_threads(n)
+    return n
+
+
+def _check_eval_and_train_seeds(eval_seed: int, eval_episodes: int, train_seed: int) -> None:
+    lo, hi = eval_seed, eval_seed + eval_episodes
+    if eval_episodes and train_seed < hi and lo < train_seed + 10_000_000:
+        raise ConfigError(f"--train-seed {train_seed}: the RL episodes would reuse evaluation seeds "
+                          f"{lo}..{hi - 1}; pick a --train-seed above {hi - 1} (or 10M below --eval-seed)")
+
+
+@dataclass(frozen=True)
+class FinetuneRLPDConfig:
+    """Fine-tune a trained policy with off-policy residual RL (SAC with RLPD's choices: a LayerNorm Q ensemble,
+    batches half demonstrations half online data, several critic updates per env step). An actor process plays
+    the residual policy with exploration in the twin through the control runtime and streams its episodes to this
+    learner over a websocket; human interventions in its episodes join the demonstrations (HIL-SERL). Evaluates on
+    held-out seeds at the start (the base alone), along the way and at the end; checkpoints every 2 minutes, at
+    the end and on Ctrl-C; --resume continues."""
+
+    checkpoint: Path
+    """Base policy: a training run folder (its policy/) or a policy folder."""
+    out: Path
+    """Run folder: policy/ (the residual policy with its base inside), checkpoint/ (resume, with the replay
+    buffer), rl_log.csv (one row per episode), eval_log.csv, curves.png, actor*.log, summary.json."""
+    env: str = "sim:lift"
+    """sim:TASK[:MODEL]: the twin task (the base policy's task)."""
+    demos: tuple[Path, ...] = ()
+    """Datasets of demonstrations for half of every batch (their executed actions become residuals of the base;
+    episodes without a success label count as successful)."""
+    minutes: float | None = None
+    """Time budget of training in minutes (evaluations are extra)."""
+    episodes: int | None = None
+    """Budget in actor episodes (default 200 when --minutes is not given either); whichever ends first."""
+    actors: int = 1
+    """Actor processes started on this machine (0: none; run `robot-learning finetune actor --learner URL` where
+    the robot is)."""
+    host: str = "127.0.0.1"
+    """Where the learner listens for actors (beyond loopback it needs --token)."""
+    port: int = 0
+    """Learner port (0: any free port; the URL is printed)."""
+    token: str | None = None
+    """Bearer token actors must send."""
+    scale: float = 0.1
+    """Residual step in normalised action units (a = a_base + scale * tanh(...))."""
+    log_std: float = -2.0
+    """Initial log-std of the residual's Gaussian before the tanh (the entropy temperature adjusts it)."""
+    hidden: tuple[int, ...] = (256, 256)
+    """Residual actor MLP widths (the Q ensemble uses the same)."""
+    gamma: float = 0.99
+    """Discount per control tick."""
+    ensemble: int = 4
+    """Q ensemble members (RLPD uses 10 on a GPU; 4 keeps a 2-core CPU learner ahead of the actor)."""
+    target_subset: int = 2
+    """Members the target's minimum is taken over."""
+    utd: int = 2
+    """Critic updates per env step (the update-to-data ratio)."""
+    batch_size: int = 256
+    demo_fraction: float = 0.5
+    """Share of each batch from demonstrations and intervention ticks (0 when there are none)."""
+    lr: float = 3e-4
+    """Adam learning rate of the actor, the critics and the temperature."""
+    alpha_init: float = 0.01
+    """Initial entropy temperature."""
+    warmup_steps: int = 500
+    """Online env steps before the first update (they are then caught up at the UTD ratio)."""
+    actor_delay: int = 1000
+    """Critic updates before the actor's first (the residual stays zero until the critic has learnt something)."""
+    eval_episodes: int = 50
+    """Held-out episodes per evaluation (0: none)."""
+    eval_seed: int = 100_000
+    eval_every_min: float = 10.0
+    train_seed: int = 400_000
+    """First env seed of the actor's episodes (stored so eval refuses them)."""
+    seed: int = 0
+    resume: bool = False
+    progress: bool = True
+    device: str = "cpu"
+    """Device of the base policy in the learner's evaluations."""
+
+    def __post_init__(self) -> None:
+        if not self.env.startswith("sim:"):
+            raise ConfigError.expected("--env", "sim:TASK[:MODEL] (the twin)", repr(self.env))
+        if self.actors < 0:
+            raise ConfigError.expected("--actors", ">= 0", self.actors)
+        if self.minutes is not None and not self.minutes > 0:
+            raise ConfigError.expected("--minutes", "> 0", self.minutes)
+        if self.episodes is not None and self.episodes < 1:
+            raise ConfigError.expected("--episodes", ">= 1", self.episodes)
+        if not 0 <= self.port < 65536:
+            raise ConfigError.expected("--port", "0 .. 65535", self.port)
+        if self.eval_episodes < 0 or self.warmup_steps < 0:
+            raise ConfigError.expected("--eval-episodes / --warmup-steps", ">= 0",
+                                       (self.eval_episodes, self.warmup_steps))
+        _check_eval_and_train_seeds(self.eval_seed, self.eval_episodes, self.train_seed)
+
+
+@dataclass(frozen=True)
+class ActorConfig:
+    """Run an RL actor: play a residual policy with exploration in the twin through the control runtime and send
+    every episode to a learner (`finetune rlpd`), taking its newer weights from each reply."""
+
+    learner: str
+    """The learner's URL (ws://HOST:PORT, printed by `finetune rlpd`)."""
+    checkpoint: Path
+    """The base policy (the same one the learner fine-tunes)."""
+    env: str = "sim:lift"
+    """sim:TASK[:MODEL]."""
+    token: str | None = None
+    episodes: int | None = None
+    """Stop after this many episodes (default: when the learner says stop)."""
+    seed: int = 0
+    """Seeds the exploration noise."""
+    threads: int = 1
+    """Torch threads (the learner usually shares the machine)."""
+    progress: bool = True
+    device: str = "cpu"
 
 
 @dataclass(frozen=True)
@@ -122,6 +246,8 @@ class CriticTrainConfig:
     """Episodes held out for the validation AUC."""
     seed: int = 0
     progress: bool = True
+    threads: int | None = None
+    """Torch threads (default: half the cores)."""
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:

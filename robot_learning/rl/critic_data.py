@@ -64,6 +64,18 @@ def _stream_of(store, name: str) -> str:
     raise SpecMismatchError(f"dataset: no stream holds feature {name!r}")
 
 
+def read_aligned(store, ep, ticks, name: str) -> np.ndarray:
+    """Feature ``name`` of episode ``ep`` at every tick: the stream row aligned to each tick (ticks before the
+    stream's first sample take that first sample)."""
+    stream = _stream_of(store, name)
+    rows = np.asarray(ticks[f"{stream}.row"])
+    if np.any(rows < 0):
+        if not np.any(rows >= 0):
+            raise SpecMismatchError(f"{store.path} episode {ep.index}: no {stream} sample for any tick")
+        rows = np.where(rows < 0, rows[int(np.argmax(rows >= 0))], rows)
+    return np.asarray(store.read(stream, name, rows))
+
+
 def load_transitions(paths: Sequence[Path], horizon: int, gamma: float,
                      feature_names: Sequence[str] | None = None) -> Transitions:
     from robot_learning.datasets.store import EpisodeStore
@@ -99,14 +111,7 @@ def load_transitions(paths: Sequence[Path], horizon: int, gamma: float,
                 continue
             cols = []
             for s in feats:
-                stream = _stream_of(store, s.name)
-                rows = np.asarray(ticks[f"{stream}.row"])
-                if np.any(rows < 0):
-                    first = int(np.argmax(rows >= 0)) if np.any(rows >= 0) else None
-                    if first is None:
-                        raise SpecMismatchError(f"{path} episode {ep.index}: no {stream} sample for any tick")
-                    rows = np.where(rows < 0, rows[first], rows)
-                cols.append(np.asarray(store.read(stream, s.name, rows), dtype=np.float32).reshape(T, -1))
+                cols.append(np.asarray(read_aligned(store, ep, ticks, s.name), dtype=np.float32).reshape(T, -1))
             state = np.concatenate(cols, axis=1)
             act = np.concatenate([np.asarray(ticks[f"action.{a.name}"], dtype=np.float32).reshape(T, -1)
                                   for a in actions], axis=1)

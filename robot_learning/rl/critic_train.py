@@ -10,14 +10,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robot_learning.rl.config import CriticTrainConfig
+from robot_learning.rl.config import CriticTrainConfig, set_torch_threads
 
 LOG_FIELDS = ("step", "loss", "td_loss", "v_loss", "cql_gap", "q_data", "val_auc", "train_time_s")
 
 
 def train_critic(cfg: CriticTrainConfig) -> dict:
-    import os
-
     from robot_learning.errors import ConfigError
     from robot_learning.rl.critic import ChunkCritic, CriticConfig, auc, soft_update
     from robot_learning.rl.critic_data import load_transitions
@@ -25,7 +23,7 @@ def train_critic(cfg: CriticTrainConfig) -> dict:
 
     ccfg = CriticConfig(algo=cfg.algo, horizon=cfg.horizon, gamma=cfg.gamma, hidden=tuple(cfg.hidden),
                         expectile=cfg.expectile, cql_alpha=cfg.cql_alpha)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    set_torch_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     data = load_transitions(cfg.dataset, cfg.horizon, cfg.gamma, cfg.features)
     episodes = np.unique(data.episode)

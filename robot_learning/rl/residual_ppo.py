@@ -24,7 +24,7 @@ import torch
 
 from robot_learning.core.frame import Action
 from robot_learning.errors import ConfigError
-from robot_learning.rl.config import FinetuneResidualConfig
+from robot_learning.rl.config import FinetuneResidualConfig, set_torch_threads
 from robot_learning.rl.ppo import Batch, PPOConfig, ReturnNormalizer, ValueNet, gae, gaussian_logp, ppo_update
 
 RL_FIELDS = ("iteration", "env_steps", "episodes", "train_success_rate", "mean_episode_length", "policy_loss",
@@ -166,8 +166,6 @@ def _load(out: Path, policy, critic, opt_a, opt_c) -> dict:
 
 
 def finetune_residual(cfg: FinetuneResidualConfig) -> dict:
-    import os
-
     from robot_learning.cli.rig import parse_robot
     from robot_learning.evaluation.metrics import summarize
     from robot_learning.evaluation.rollout import evaluate, held_out_seeds, seen_seeds
@@ -176,7 +174,7 @@ def finetune_residual(cfg: FinetuneResidualConfig) -> dict:
     from robot_learning.training.logs import CsvLog
 
     _, task, robot = parse_robot(cfg.env)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    set_torch_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     base = load_policy(cfg.checkpoint, device=cfg.device)
     trained_on = base.meta.get("robot", {})
@@ -307,8 +305,10 @@ def finetune_residual(cfg: FinetuneResidualConfig) -> dict:
     return summary
 
 
-def plot_rl_curves(run_dir: Path) -> Path:
-    """``curves.png``: training-episode success and held-out evaluation success (95% CI) against env steps."""
+def plot_rl_curves(run_dir: Path, title: str = "residual PPO",
+                   right: tuple[str, str] = ("approx_kl", "approx KL per update")) -> Path:
+    """``curves.png``: training-episode success and held-out evaluation success (95% CI) against env steps, and
+    the ``right`` = (rl_log column, label) beside it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -329,14 +329,15 @@ def plot_rl_curves(run_dir: Path) -> Path:
         err = [[max(0.0, s - float(r["ci95_lo"])) for s, r in zip(sr, ev)],
                [max(0.0, float(r["ci95_hi"]) - s) for s, r in zip(sr, ev)]]
         a.errorbar(xs, sr, yerr=err, fmt="o-", capsize=4, label="held-out evaluation (95% CI)")
-    a.set(xlabel="env steps", ylabel="success rate", ylim=(-0.02, 1.02), title="residual PPO")
+    a.set(xlabel="env steps", ylabel="success rate", ylim=(-0.02, 1.02), title=title)
     a.grid(alpha=0.3)
     if pts or ev:
         a.legend(loc="lower right")
-    kl = [(int(r["env_steps"]), float(r["approx_kl"])) for r in rl if r.get("approx_kl")]
-    if kl:
-        b.plot(*zip(*kl), lw=1)
-    b.set(xlabel="env steps", ylabel="approx KL per update", title="update size")
+    col, label = right
+    ys = [(int(r["env_steps"]), float(r[col])) for r in rl if r.get(col) not in (None, "")]
+    if ys:
+        b.plot(*zip(*ys), lw=1)
+    b.set(xlabel="env steps", ylabel=label, title=label)
     b.grid(alpha=0.3)
     fig.tight_layout()
     path = run_dir / "curves.png"

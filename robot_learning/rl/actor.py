@@ -1,0 +1,116 @@
+"""The RL actor: plays a residual policy with exploration through the control runtime and streams its episodes to
+the learner (``robot_learning.rl.link``), taking newer weights from each reply.
+
+``robot-learning finetune actor --learner ws://HOST:PORT --checkpoint BASE --env sim:TASK`` runs one; ``finetune
+rlpd`` starts its own on this machine. Each episode is ``rollout`` (the deploy loop: safety filter, watchdog, the
+executed action to every sink) with a ``TransitionSink`` that turns every tick into (actor input, executed action
+as a residual, intervention flag). A human takeover (an ``InterventionSource`` in the runtime) shows up in the
+intervention flag and its executed actions become residuals like any other: the learner keeps those ticks with the
+demonstrations too (HIL-SERL).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from robot_learning.errors import ConfigError
+from robot_learning.runtime.control import TickRecord
+
+
+class TransitionSink:
+    """Runtime sink: per tick, the residual policy's input, the residual of the executed action and whether a human
+    drove. A tick where the policy did not infer (a held or stale tick) is skipped and counted."""
+
+    def __init__(self, policy):
+        self.policy = policy
+        self.x: list[np.ndarray] = []
+        self.r: list[np.ndarray] = []
+        self.intervened: list[bool] = []
+        self.skipped = 0
+
+    def on_tick(self, tick: TickRecord) -> None:
+        step = self.policy.last_step
+        if tick.observation is None or tick.held or step is None or step.t_ns != int(tick.t_ns):
+            self.skipped += 1
+            return
+        p = self.policy
+        executed = torch.from_numpy(tick.executed.vector(p.action_features).astype(np.float32)).reshape(1, -1)
+        r = p.residual_of(torch.from_numpy(step.base_n).reshape(1, -1), p.normalizer.normalize("action", executed))
+        self.x.append(step.x)
+        self.r.append(r[0].numpy())
+        self.intervened.append(bool(tick.intervention))
+
+    def close(self) -> None:
+        pass
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        p = self.policy
+        if not self.x:
+            return (np.zeros((0, p.state_dim + p.action_dim), np.float32), np.zeros((0, p.action_dim), np.float32),
+                    np.zeros(0, bool))
+        return np.stack(self.x).astype(np.float32), np.stack(self.r).astype(np.float32), np.array(self.intervened)
+
+
+def load_actor_weights(policy, weights: dict) -> None:
+    from robot_learning.policies.checkpoint import load_weights
+
+    load_weights(policy.actor, {k: torch.from_numpy(np.array(v)) for k, v in weights.items()}, "residual actor")
+
+
+def actor_weights(policy) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy().copy() for k, v in policy.actor.state_dict().items()}
+
+
+def run_actor(cfg) -> dict:
+    """Play episodes for the learner at ``cfg.learner`` until it says stop (or ``cfg.episodes`` are done)."""
+    from robot_learning.cli.rig import parse_robot
+    from robot_learning.evaluation.rollout import env_config_for, rollout
+    from robot_learning.policies.checkpoint import load_policy
+    from robot_learning.policies.residual import ResidualConfig, ResidualPolicy, state_features
+    from robot_learning.rl.link import ActorLink
+    from robot_learning.sim.env import SimEnv
+
+    kind, task, robot = parse_robot(cfg.env)
+    if kind != "sim":
+        raise ConfigError.expected("--env", "sim:TASK[:MODEL] (the actor drives the twin)", repr(cfg.env))
+    torch.set_num_threads(max(1, int(cfg.threads)))
+    base = load_policy(cfg.checkpoint, device=cfg.device)
+    x_dim = sum(s.size for s in state_features(base.observation_features)) + sum(s.size for s in base.action_features)
+    link = ActorLink(cfg.learner, cfg.token)
+    env = None
+    played, wins, t0 = 0, 0, time.perf_counter()
+    try:
+        welcome = link.hello(x_dim, sum(s.size for s in base.action_features))
+        policy = ResidualPolicy(base, ResidualConfig.from_json(welcome["residual"]))
+        load_actor_weights(policy, welcome["weights"])
+        version = int(welcome["weights_version"])
+        policy.eval()
+        policy.explore = torch.Generator().manual_seed(int(cfg.seed))
+        env = SimEnv(env_config_for(base.observation_features, task, robot))
+        seed = int(welcome["next_seed"])
+        while cfg.episodes is None or played < cfg.episodes:
+            sink = TransitionSink(policy)
+            result = rollout(env, policy, seed, sinks=(sink,))
+            x, r, iv = sink.arrays()
+            played += 1
+            wins += int(result.success)
+            if not len(x):
+                raise ConfigError(f"episode seed {seed}: no tick reached the policy (every tick held)")
+            reply = link.send_episode(seed, x, r, iv, result.success, version)
+            if "weights" in reply:
+                load_actor_weights(policy, reply["weights"])
+                version = int(reply["weights_version"])
+            if cfg.progress:
+                print(f"actor: episode {played} seed {seed} {'success' if result.success else 'fail'} "
+                      f"({len(x)} ticks), weights v{version}", flush=True)
+            if reply.get("stop"):
+                break
+            seed = int(reply["next_seed"])
+    finally:
+        if env is not None:
+            env.close()
+        link.close()
+    return {"episodes": played, "successes": wins, "wall_s": round(time.perf_counter() - t0, 1)}
