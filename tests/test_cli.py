@@ -61,7 +61,11 @@ def test_demo_quick_records_trains_evaluates(tmp_path):
     assert summary["timing"]["ticks"] > 50
     assert "Summary" in r.stdout and "held-out" in r.stdout
     assert summary["sim"]["dataset_problems"] == []
-    for f in ("sim_lift.mp4", "safety_ticks.csv", "safety_joint1.png", "summary.json", "demos.zarr/zarr.json",
+    # the improvement steps: residual RLPD with its actor process, steering with a critic from the rollouts
+    assert summary["finetune"]["episodes"] >= 2 and table["finetuned_success_rate"] is not None
+    assert summary["steer"]["rollouts"] == 3 and table["steered_success_rate"] is not None
+    assert "fine-tuned (RLPD)" in r.stdout and "steered (K=16)" in r.stdout
+    for f in ("sim_lift.mp4", "finetune/policy/config.json", "finetune/actor0.log", "critic/critic/config.json", "safety_ticks.csv", "safety_joint1.png", "summary.json", "demos.zarr/zarr.json",
               "train/policy/model.safetensors", "train/curves.png", "train/train_log.csv"):
         assert (tmp_path / f).stat().st_size > 0
 

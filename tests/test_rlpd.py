@@ -207,3 +207,25 @@ def test_finetune_rlpd_with_an_actor_process_trains_resumes_and_reloads(lift_bas
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1]) == ["ResidualPolicy", "tanh"]
     assert main(["eval", "--checkpoint", str(out), "--episodes", "1", "--seed", str(lo)]) == 2
+
+
+def test_expert_takeover_in_the_twin_flags_its_ticks_for_the_learner(tanh_policy):
+    """The scripted expert plays HIL-SERL's human: InterventionSource in the runtime, its ticks flagged."""
+    from robot_learning.deploy.intervention import InterventionSource
+    from robot_learning.evaluation.rollout import env_config_for, rollout
+    from robot_learning.rl.actor import ExpertTakeover, TransitionSink
+    from robot_learning.sim.env import SimEnv
+
+    p = tanh_policy
+    env = SimEnv(env_config_for(p.observation_features, "lift", "panda"))
+    try:
+        human = ExpertTakeover(env, after_ticks=5, probability=1.0)
+        human.start_episode(100_030)
+        sink = TransitionSink(p)
+        result = rollout(env, p, 100_030, sinks=(sink,), wrap_source=lambda s: InterventionSource(s, human))
+    finally:
+        env.close()
+    x, r, iv = sink.arrays()
+    assert not iv[:5].any() and iv[5:].all() and len(x) == result.length
+    assert np.abs(r[5:]).max() > 0.1              # the expert's actions are not the (zero) residual's
+    assert result.success                          # the expert finishes the lift the policy could not

@@ -13,8 +13,9 @@ from robot_learning.errors import ConfigError
 @dataclass(frozen=True)
 class DemoConfig:
     """Run the main job on the embedded default (MuJoCo twin): record scripted demos through the control runtime,
-    train a diffusion policy, evaluate it on held-out seeds, then the safety filter and watchdog under injected
-    faults and loop timing. 16.5 minutes measured on 2 CPU cores; --quick is the CI-sized run (18 s)."""
+    train a diffusion policy, evaluate it on held-out seeds, improve it without retraining (residual RLPD
+    fine-tuning, value-guided steering) on the same seeds, then the safety filter and watchdog under injected
+    faults and loop timing. About 30 minutes on 2 CPU cores; --quick is the CI-sized run."""
 
     quick: bool = False
     """CI-sized run (4 demos, 20 training steps, 2 evaluation episodes, shorter safety and timing runs)."""
@@ -26,6 +27,10 @@ class DemoConfig:
     """Training step budget instead of (or with) the time budget."""
     eval_episodes: int | None = None
     """Held-out evaluation episodes (default 50; 2 with --quick)."""
+    finetune_minutes: float | None = None
+    """Residual RLPD time budget in minutes (default 5; --quick plays 2 episodes)."""
+    steer_samples: int = 16
+    """Chunks the steered policy samples and scores each time (K)."""
     rate_hz: float = 50.0
     """Control rate."""
     duration_s: float | None = None
@@ -44,6 +49,10 @@ class DemoConfig:
                 raise ConfigError.expected(f"--{name.replace('_', '-')}", ">= 1", v)
         if self.train_minutes is not None and not self.train_minutes > 0:
             raise ConfigError.expected("--train-minutes", "> 0", self.train_minutes)
+        if self.finetune_minutes is not None and not self.finetune_minutes > 0:
+            raise ConfigError.expected("--finetune-minutes", "> 0", self.finetune_minutes)
+        if self.steer_samples < 1:
+            raise ConfigError.expected("--steer-samples", ">= 1", self.steer_samples)
         if not (1.0 <= self.rate_hz <= 1000.0):
             raise ConfigError.expected("--rate-hz", "1..1000", self.rate_hz)
         if self.duration_s is not None and not self.duration_s > 0:

@@ -115,11 +115,14 @@ def chunk_source(policy, env, seed: int, mode: str = "open-loop"):
 
 
 def rollout(env, policy, seed: int, video_path: Path | None = None, fps: float = 10.0,
-            mode: str = "open-loop", recorder=None, notes: str = "policy rollout", sinks: tuple = ()) -> EpisodeResult:
+            mode: str = "open-loop", recorder=None, notes: str = "policy rollout", sinks: tuple = (),
+            wrap_source=None) -> EpisodeResult:
     """One episode; ``recorder`` (a ``Recorder`` on ``env``'s schema) keeps it with its success label; ``sinks``:
-    more runtime sinks (each sees every tick: the RL actor's transitions)."""
+    more runtime sinks (each sees every tick: the RL actor's transitions); ``wrap_source``: a function of the
+    policy's action source returning the one the runtime pulls from (a human takeover's ``InterventionSource``)."""
     env.reset(seed)
     executor = chunk_source(policy, env, seed, mode)
+    source = wrap_source(executor) if wrap_source is not None else executor
     video = _SceneVideo(env.world) if video_path is not None else None
     push_t = hasattr(env.task, "coverage")
     best = {"reward": env.task.reward(env.world), "coverage": env.task.coverage(env.world) if push_t else None}
@@ -131,7 +134,7 @@ def rollout(env, policy, seed: int, video_path: Path | None = None, fps: float =
         return env.task.success(env.world)
 
     sinks = tuple(x for x in (recorder, video) if x is not None) + tuple(sinks)
-    runtime = env.make_runtime(executor, sinks=sinks)
+    runtime = env.make_runtime(source, sinks=sinks)
     if recorder is not None:
         recorder.start_episode()
     try:

@@ -38,7 +38,7 @@ from robot_learning.policies.base import ActionChunk
 
 
 HEADS = ("gaussian", "tanh")
-LOG_STD_RANGE = (-5.0, 1.0)      # the tanh head's log-std is clamped to this
+LOG_STD_MIN = -5.0               # the tanh head's log-std lies in [LOG_STD_MIN, log_std]
 
 
 @dataclass(frozen=True)
@@ -177,8 +177,8 @@ class ResidualPolicy(nn.Module):
         da = self.action_dim
         if self.config.head == "gaussian":
             return out, torch.full_like(out, self.config.log_std)
-        lo, hi = LOG_STD_RANGE
-        return out[:, :da], (self.config.log_std + out[:, da:]).clamp(lo, hi)
+        # the tanh head's noise only shrinks from ``log_std`` (the exploration the base was measured to tolerate)
+        return out[:, :da], (self.config.log_std + out[:, da:]).clamp(LOG_STD_MIN, self.config.log_std)
 
     def residual_mean(self, x: torch.Tensor) -> torch.Tensor:
         """The deterministic residual (what inference executes)."""

@@ -54,6 +54,48 @@ class TransitionSink:
         return np.stack(self.x).astype(np.float32), np.stack(self.r).astype(np.float32), np.array(self.intervened)
 
 
+class ExpertTakeover:
+    """The human of HIL-SERL, played in the twin by the task's scripted expert: in a share ``probability`` of the
+    episodes it takes over at tick ``after_ticks`` (the policy has not succeeded by then) and drives to the end,
+    replanning from where the policy left the arm. A teleop device for ``InterventionSource``."""
+
+    name = "scripted expert"
+
+    def __init__(self, env, after_ticks: int, probability: float, seed: int = 0):
+        from robot_learning.sim.experts import make_expert
+
+        if after_ticks < 0 or not 0 <= probability <= 1:
+            raise ConfigError.expected("takeover after / probability", ">= 0 / 0..1", (after_ticks, probability))
+        self.expert, self.clock = make_expert(env), env.world.clock
+        self.action_features = env.robot.action_features
+        self.after, self.probability = int(after_ticks), float(probability)
+        self.rng = np.random.default_rng(seed)
+        self.seed, self._tick, self._armed, self._active = 0, 0, False, False
+
+    def start_episode(self, seed: int) -> None:
+        self.seed, self._tick, self._active = int(seed), 0, False
+        self._armed = bool(self.rng.random() < self.probability)
+
+    @property
+    def intervention(self) -> bool:
+        return self._active
+
+    def poll_events(self) -> list:
+        return []
+
+    def get_action(self, observation):
+        from robot_learning.core.stamped import Stamped
+
+        self._tick += 1
+        if self._armed and not self._active and self._tick > self.after:
+            self.expert.reset(observation, self.seed)
+            self._active = True
+        if not self._active:
+            return None
+        now = self.clock.now_ns()
+        return Stamped(self.expert.act(observation), t_capture_ns=now, t_receive_ns=now)
+
+
 def load_actor_weights(policy, weights: dict) -> None:
     from robot_learning.policies.checkpoint import load_weights
 
@@ -90,10 +132,18 @@ def run_actor(cfg) -> dict:
         policy.eval()
         policy.explore = torch.Generator().manual_seed(int(cfg.seed))
         env = SimEnv(env_config_for(base.observation_features, task, robot))
+        wrap = None
+        if cfg.takeover_after_ticks is not None:
+            from robot_learning.deploy.intervention import InterventionSource
+
+            human = ExpertTakeover(env, cfg.takeover_after_ticks, cfg.takeover_probability, cfg.seed)
+            wrap = lambda source: InterventionSource(source, human)   # noqa: E731
         seed = int(welcome["next_seed"])
         while cfg.episodes is None or played < cfg.episodes:
             sink = TransitionSink(policy)
-            result = rollout(env, policy, seed, sinks=(sink,))
+            if wrap is not None:
+                human.start_episode(seed)
+            result = rollout(env, policy, seed, sinks=(sink,), wrap_source=wrap)
             x, r, iv = sink.arrays()
             played += 1
             wins += int(result.success)
@@ -105,7 +155,7 @@ def run_actor(cfg) -> dict:
                 version = int(reply["weights_version"])
             if cfg.progress:
                 print(f"actor: episode {played} seed {seed} {'success' if result.success else 'fail'} "
-                      f"({len(x)} ticks), weights v{version}", flush=True)
+                      f"({len(x)} ticks, {int(iv.sum())} driven by the expert), weights v{version}", flush=True)
             if reply.get("stop"):
                 break
             seed = int(reply["next_seed"])

@@ -139,7 +139,8 @@ class FinetuneRLPDConfig:
     scale: float = 0.1
     """Residual step in normalised action units (a = a_base + scale * tanh(...))."""
     log_std: float = -2.0
-    """Initial log-std of the residual's Gaussian before the tanh (the entropy temperature adjusts it)."""
+    """Initial and largest log-std of the residual's Gaussian before the tanh (the entropy temperature and the
+    critic can only lower it: on lift, more noise than -2 cut the base's success, see finetune residual)."""
     hidden: tuple[int, ...] = (256, 256)
     """Residual actor MLP widths (the Q ensemble uses the same)."""
     gamma: float = 0.99
@@ -159,12 +160,19 @@ class FinetuneRLPDConfig:
     """Initial entropy temperature."""
     warmup_steps: int = 500
     """Online env steps before the first update (they are then caught up at the UTD ratio)."""
+    takeover_after_ticks: int | None = None
+    """The actors' scripted expert takes over at this tick (a human's intervention, played in the twin; its ticks
+    join the demonstrations). Default: no takeover."""
+    takeover_probability: float = 0.5
+    """Share of episodes the expert takes over."""
     actor_delay: int = 1000
     """Critic updates before the actor's first (the residual stays zero until the critic has learnt something)."""
     eval_episodes: int = 50
     """Held-out episodes per evaluation (0: none)."""
     eval_seed: int = 100_000
     eval_every_min: float = 10.0
+    eval_start: bool = True
+    """Evaluate the base alone before training (skip it when you have that figure already)."""
     train_seed: int = 400_000
     """First env seed of the actor's episodes (stored so eval refuses them)."""
     seed: int = 0
@@ -204,6 +212,11 @@ class ActorConfig:
     token: str | None = None
     episodes: int | None = None
     """Stop after this many episodes (default: when the learner says stop)."""
+    takeover_after_ticks: int | None = None
+    """Twin only: the scripted expert takes over (as a human would, HIL-SERL) at this tick of an episode; its
+    ticks are flagged as interventions (default: no takeover)."""
+    takeover_probability: float = 0.5
+    """Share of episodes the expert takes over."""
     seed: int = 0
     """Seeds the exploration noise."""
     threads: int = 1

@@ -101,6 +101,9 @@ def _spawn_actor(cfg: FinetuneRLPDConfig, url: str, k: int, log_path: Path) -> s
            "--threads", "1", "--device", cfg.device]
     if cfg.token:
         cmd += ["--token", cfg.token]
+    if cfg.takeover_after_ticks is not None:
+        cmd += ["--takeover-after-ticks", str(cfg.takeover_after_ticks),
+                "--takeover-probability", str(cfg.takeover_probability)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     log = open(log_path, "a")
     try:
@@ -207,7 +210,7 @@ def finetune_rlpd(cfg: FinetuneRLPDConfig) -> dict:
     last_ck, last_eval = time.perf_counter(), info["train_time_s"]
     bar = None
     try:
-        if not info["evals"]:
+        if not info["evals"] and cfg.eval_start:
             evaluate_now()          # the residual is zero: the base alone
         if cfg.progress:
             print(f"learner listening on {link.url}", flush=True)
@@ -297,7 +300,7 @@ def finetune_rlpd(cfg: FinetuneRLPDConfig) -> dict:
         rl_log.close()
         ev_log.close()
     curves = plot_rl_curves(out, title="residual RLPD", right=("q_mean", "mean Q of the batch"))
-    first = info["evals"][0] if info["evals"] else None
+    first = info["evals"][0] if info["evals"] and info["evals"][0]["episode"] == 0 else None
     summary = {"out": str(out), "policy": str(out / "policy"), "env": cfg.env, "episodes": info["episode"],
                "env_steps": info["env_steps"], "critic_updates": sac.critic_updates,
                "train_time_s": round(info["train_time_s"], 1), "demos": demo_info,
