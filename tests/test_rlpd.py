@@ -35,7 +35,10 @@ def test_tanh_residual_starts_at_its_base_and_samples_inside_its_range(lift_base
     base.reset(3)
     p.reset(3)
     for k, o in enumerate(obs):
-        chunk = base.infer(o) if k % 8 == 0 else (base.observe(o) or chunk)
+        if k % 8 == 0:
+            chunk = base.infer(o)
+        else:
+            base.observe(o)
         np.testing.assert_allclose(p.infer(o).actions[0], chunk.actions[k % 8], atol=1e-5)
         assert p.last_step.t_ns == o.t_ns and p.last_step.x.shape == (p.state_dim + p.action_dim,)
     x = torch.randn(256, p.state_dim + p.action_dim)
