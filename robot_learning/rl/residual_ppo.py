@@ -167,30 +167,22 @@ def _load(out: Path, policy, critic, opt_a, opt_c) -> dict:
 
 def finetune_residual(cfg: FinetuneResidualConfig) -> dict:
     from robot_learning.cli.rig import parse_robot
-    from robot_learning.evaluation.metrics import summarize
-    from robot_learning.evaluation.rollout import evaluate, held_out_seeds, seen_seeds
-    from robot_learning.policies.checkpoint import load_policy
+    from robot_learning.evaluation.rollout import held_out_seeds, seen_seeds
     from robot_learning.policies.residual import ResidualConfig, ResidualPolicy
+    from robot_learning.rl.run_common import HeldOutEval, load_base_for, run_folder
     from robot_learning.training.logs import CsvLog
 
     _, task, robot = parse_robot(cfg.env)
     set_torch_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    base = load_policy(cfg.checkpoint, device=cfg.device)
-    trained_on = base.meta.get("robot", {})
-    base_task = trained_on.get("task") if trained_on.get("kind") == "sim" else None
-    if base_task and base_task != task:
-        raise ConfigError.expected("--env task", f"the base policy's task {base_task!r}", repr(task))
+    base = load_base_for(cfg.checkpoint, task, cfg.device)
     eval_seeds = held_out_seeds(cfg.eval_seed, cfg.eval_episodes, seen_seeds(base.meta), "--eval-seed")
     policy = ResidualPolicy(base, ResidualConfig(tuple(cfg.hidden), cfg.scale, cfg.log_std), dict(base.meta))
     ppo = _ppo_config(cfg)
     critic = ValueNet(policy.state_dim, ppo.critic_hidden)
     opt_a = torch.optim.Adam(policy.actor.parameters(), lr=ppo.lr_actor, eps=1e-5)
     opt_c = torch.optim.Adam(critic.parameters(), lr=ppo.lr_critic, eps=1e-5)
-    out = Path(cfg.out)
-    if out.exists() and any(out.iterdir()) and not cfg.resume:
-        raise ConfigError(f"--out {out} is not empty; pass --resume to continue that run or pick a new folder")
-    out.mkdir(parents=True, exist_ok=True)
+    out = run_folder(cfg.out, cfg.resume)
     info = {"iteration": 0, "env_steps": 0, "train_time_s": 0.0, "next_seed": cfg.train_seed, "reward_norm": None,
             "evals": []}
     if cfg.resume:
@@ -210,21 +202,8 @@ def finetune_residual(cfg: FinetuneResidualConfig) -> dict:
         return {"train_seed_ranges": ranges, "finetune": {"method": "residual-ppo", "env": cfg.env,
                                                           "iterations": info["iteration"], "env_steps": info["env_steps"]}}
 
-    def evaluate_now() -> dict | None:
-        if not cfg.eval_episodes:
-            return None
-        policy.eval()
-        s = summarize(evaluate(policy, task, eval_seeds, robot=robot, progress=cfg.progress))
-        row = {"iteration": info["iteration"], "env_steps": info["env_steps"], "train_time_s": round(info["train_time_s"], 1),
-               "success_rate": s["success_rate"], "episodes": s["episodes"], "ci95_lo": s["ci95"][0],
-               "ci95_hi": s["ci95"][1], "mean_episode_length": s["mean_episode_length"]}
-        ev_log.write(row)
-        info["evals"].append(row)
-        if cfg.progress:
-            print(f"eval @ iteration {info['iteration']} ({info['env_steps']} env steps): success "
-                  f"{s['success_rate']:.2f} over {s['episodes']} held-out episodes (95% CI {s['ci95'][0]:.2f}-"
-                  f"{s['ci95'][1]:.2f})", flush=True)
-        return row
+    evaluate_now = HeldOutEval(policy, task, robot, eval_seeds if cfg.eval_episodes else [], ev_log, info,
+                               ("iteration", "env_steps"), cfg.progress)
 
     def checkpoint() -> None:
         info["next_seed"] = envs.next_seed

@@ -114,28 +114,21 @@ def _spawn_actor(cfg: FinetuneRLPDConfig, url: str, k: int, log_path: Path) -> s
 
 def finetune_rlpd(cfg: FinetuneRLPDConfig) -> dict:
     from robot_learning.cli.rig import parse_robot
-    from robot_learning.evaluation.metrics import summarize
-    from robot_learning.evaluation.rollout import evaluate, held_out_seeds, seen_seeds
-    from robot_learning.policies.checkpoint import load_policy
+    from robot_learning.evaluation.rollout import held_out_seeds, seen_seeds
     from robot_learning.policies.residual import ResidualConfig, ResidualPolicy
     from robot_learning.rl.actor import actor_weights
     from robot_learning.rl.demo_data import demo_transitions, episode_transitions
     from robot_learning.rl.link import LearnerLink
+    from robot_learning.rl.run_common import HeldOutEval, load_base_for, run_folder
     from robot_learning.rl.residual_ppo import plot_rl_curves
     from robot_learning.training.logs import CsvLog
 
     _, task, robot = parse_robot(cfg.env)
     torch.set_num_threads(1)          # the actor takes the other core
     torch.manual_seed(cfg.seed)
-    base = load_policy(cfg.checkpoint, device=cfg.device)
-    trained_on = base.meta.get("robot", {})
-    base_task = trained_on.get("task") if trained_on.get("kind") == "sim" else None
-    if base_task and base_task != task:
-        raise ConfigError.expected("--env task", f"the base policy's task {base_task!r}", repr(task))
+    base = load_base_for(cfg.checkpoint, task, cfg.device)
     eval_seeds = held_out_seeds(cfg.eval_seed, cfg.eval_episodes, seen_seeds(base.meta), "--eval-seed")
-    out = Path(cfg.out)
-    if out.exists() and any(out.iterdir()) and not cfg.resume:
-        raise ConfigError(f"--out {out} is not empty; pass --resume to continue that run or pick a new folder")
+    out = run_folder(cfg.out, cfg.resume)
     policy = ResidualPolicy(base, ResidualConfig(tuple(cfg.hidden), cfg.scale, cfg.log_std, head="tanh"),
                             dict(base.meta))
     sac = SAC(policy, _sac_config(cfg), seed=cfg.seed)
@@ -146,7 +139,6 @@ def finetune_rlpd(cfg: FinetuneRLPDConfig) -> dict:
     if cfg.demos:
         data, demo_info = demo_transitions(policy, cfg.demos, progress=cfg.progress)
         demos.add(**data)
-    out.mkdir(parents=True, exist_ok=True)
     info = {"episode": 0, "env_steps": 0, "train_time_s": 0.0, "next_seed": cfg.train_seed, "evals": [],
             "recent": [], "weights_version": 0}
     if cfg.resume:
@@ -176,21 +168,8 @@ def finetune_rlpd(cfg: FinetuneRLPDConfig) -> dict:
                                                           "env_steps": info["env_steps"],
                                                           "demos": [str(p) for p in cfg.demos]}}
 
-    def evaluate_now() -> dict | None:
-        if not cfg.eval_episodes:
-            return None
-        policy.eval()
-        s = summarize(evaluate(policy, task, eval_seeds, robot=robot, progress=cfg.progress))
-        row = {"episode": info["episode"], "env_steps": info["env_steps"], "train_time_s": round(info["train_time_s"], 1),
-               "success_rate": s["success_rate"], "episodes": s["episodes"], "ci95_lo": s["ci95"][0],
-               "ci95_hi": s["ci95"][1], "mean_episode_length": s["mean_episode_length"]}
-        ev_log.write(row)
-        info["evals"].append(row)
-        if cfg.progress:
-            print(f"eval @ episode {info['episode']} ({info['env_steps']} env steps): success "
-                  f"{s['success_rate']:.2f} over {s['episodes']} held-out episodes (95% CI {s['ci95'][0]:.2f}-"
-                  f"{s['ci95'][1]:.2f})", flush=True)
-        return row
+    evaluate_now = HeldOutEval(policy, task, robot, eval_seeds if cfg.eval_episodes else [], ev_log, info,
+                               ("episode", "env_steps"), cfg.progress)
 
     def checkpoint() -> None:
         info["weights_version"] = weights["version"]
