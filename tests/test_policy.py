@@ -463,3 +463,17 @@ def test_chunk_executor_infers_once_per_chunk(state_policy, replan_every, infer_
         assert st.t_receive_ns == k * period + 1000
     with pytest.raises(ConfigError):
         ChunkExecutor(wrapped, clock, replan_every=0)
+
+
+def test_paired_difference_counts_discordant_seeds_and_its_interval_shrinks_with_pairs():
+    from robot_learning.evaluation.metrics import paired_difference
+
+    a = [True, False, False, True] * 25
+    b = [True, True, False, False] * 25 + []
+    d = paired_difference(a, b)
+    assert d["difference"] == 0 and d["only_b"] == 25 and d["only_a"] == 25 and d["pairs"] == 100
+    b2 = [True, True, False, True] * 25                    # b wins 25 more seeds, loses none
+    d2 = paired_difference(a, b2)
+    assert d2["difference"] == 0.25 and d2["ci95"][0] > 0.15
+    d4 = paired_difference(a * 4, b2 * 4)
+    assert d4["ci95"][1] - d4["ci95"][0] < d2["ci95"][1] - d2["ci95"][0]

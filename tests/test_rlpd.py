@@ -78,9 +78,11 @@ def test_sac_updates_learn_a_known_q_and_move_the_actor_towards_it(tanh_policy):
     from robot_learning.rl.sac import SAC, Replay, SACConfig
 
     torch.manual_seed(0)
-    p = ResidualPolicy(tanh_policy.base, ResidualConfig(hidden=(32, 32), head="tanh"))
+    p = ResidualPolicy(tanh_policy.base, ResidualConfig(hidden=(32, 32), head="tanh", select=True, ensemble=2,
+                                                        critic_hidden=(64, 64)))
     sac = SAC(p, SACConfig(batch_size=128, ensemble=2, utd=4, actor_delay=0, lr_actor=1e-3, lr_critic=1e-3,
                            critic_hidden=(64, 64)), seed=0)
+    assert sac.q is p.q                    # EXPO: the policy acts with the learner's critic
     X, da = p.state_dim + p.action_dim, p.action_dim
     rng = np.random.default_rng(0)
     n = 2000
@@ -98,6 +100,10 @@ def test_sac_updates_learn_a_known_q_and_move_the_actor_towards_it(tanh_policy):
     with torch.no_grad():
         assert float((sac.q(x, plus) - sac.q(x, minus)).mean()) > 0.5
         assert float(p.residual_mean(x)[:, 0].mean()) > 0.3          # the actor went for the reward
+        # EXPO's selection keeps a better edit and vetoes a worse one (the base action instead)
+        kept = (p.select(x, plus) == plus).all(1).float().mean()
+        vetoed = (p.select(x, minus) == 0).all(1).float().mean()
+        assert kept > 0.9 and vetoed > 0.9, (kept, vetoed)
     assert np.isfinite(stats["q_loss"]) and stats["alpha"] > 0
 
 
@@ -205,10 +211,10 @@ def test_finetune_rlpd_with_an_actor_process_trains_resumes_and_reloads(lift_bas
     assert lo == 400_000 and hi >= lo + s2["episodes"]
 
     code = ("import json,sys; from robot_learning.policies.checkpoint import load_policy; "
-            "p = load_policy(sys.argv[1]); print(json.dumps([type(p).__name__, p.config.head]))")
+            "p = load_policy(sys.argv[1]); print(json.dumps([type(p).__name__, p.config.head, p.q is not None]))")
     r = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout.strip().splitlines()[-1]) == ["ResidualPolicy", "tanh"]
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == ["ResidualPolicy", "tanh", True]
     assert main(["eval", "--checkpoint", str(out), "--episodes", "1", "--seed", str(lo)]) == 2
 
 

@@ -44,3 +44,17 @@ def summarize(results: Sequence[EpisodeResult]) -> dict:
         out["mean_max_coverage"] = float(np.mean(cov))
     out["videos"] = [r.video for r in results if r.video]
     return out
+
+
+def paired_difference(a: Sequence[bool], b: Sequence[bool], z: float = 1.959964) -> dict:
+    """Success of ``b`` minus success of ``a`` over the same seeds (one pair per seed): the difference, its 95%
+    interval (normal approximation on the per-seed differences, as a paired t with many pairs), and the
+    discordant counts (seeds only ``b`` won, seeds only ``a`` won)."""
+    x = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
+    if x.size != len(a) or x.size == 0:
+        raise ValueError(f"paired_difference: expected two equal, non-empty outcome lists, found {len(a)} and {len(b)}")
+    n = x.size
+    half = z * (float(x.std(ddof=1)) / math.sqrt(n) if n > 1 else 1.0)
+    d = float(x.mean())
+    return {"difference": d, "ci95": [d - half, d + half], "pairs": n, "only_b": int((x > 0).sum()),
+            "only_a": int((x < 0).sum())}

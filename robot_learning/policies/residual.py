@@ -45,13 +45,18 @@ LOG_STD_MIN = -5.0               # the tanh head's log-std lies in [LOG_STD_MIN,
 class ResidualConfig:
     """hidden: MLP widths. scale: residual step in normalised action units. log_std: the exploration noise
     of PPO (fixed, in residual units), or the initial one of the tanh head. state_clip: the normalised state is
-    clamped to +-state_clip. head: gaussian (PPO) or tanh (SAC / RLPD)."""
+    clamped to +-state_clip. head: gaussian (PPO) or tanh (SAC / RLPD). select (EXPO): the policy carries its Q
+    ensemble (``ensemble`` members of ``critic_hidden`` widths) and each tick executes whichever of the base action
+    (a zero residual) and the residual's action the critic values more."""
 
     hidden: tuple[int, ...] = (256, 256)
     scale: float = 0.1
     log_std: float = -2.0
     state_clip: float = 3.0
     head: str = "gaussian"
+    select: bool = False
+    ensemble: int = 4
+    critic_hidden: tuple[int, ...] = (256, 256)
 
     def __post_init__(self) -> None:
         if not self.hidden or any(int(h) < 1 for h in self.hidden):
@@ -66,6 +71,7 @@ class ResidualConfig:
     def to_json(self) -> dict:
         d = asdict(self)
         d["hidden"] = list(self.hidden)
+        d["critic_hidden"] = list(self.critic_hidden)
         return d
 
     @classmethod
@@ -74,8 +80,9 @@ class ResidualConfig:
         if extra:
             raise ConfigError.expected("residual config keys", sorted(cls.__dataclass_fields__), f"unexpected {extra}")
         d = dict(d)
-        if "hidden" in d:
-            d["hidden"] = tuple(int(h) for h in d["hidden"])
+        for k in ("hidden", "critic_hidden"):
+            if k in d:
+                d[k] = tuple(int(h) for h in d[k])
         return cls(**d)
 
 
@@ -131,6 +138,12 @@ class ResidualPolicy(nn.Module):
         self.action_dim = sum(s.size for s in self.action_features)
         outputs = self.action_dim * (2 if config.head == "tanh" else 1)
         self.actor = mlp(self.state_dim + self.action_dim, config.hidden, outputs, zero_last=True)
+        self.q = None
+        if config.select:
+            from robot_learning.rl.sac import QEnsemble
+
+            self.q = QEnsemble(self.state_dim + self.action_dim, self.action_dim, tuple(config.critic_hidden),
+                               config.ensemble)
         self.meta = dict(meta if meta is not None else getattr(base, "meta", {}))
         self.last_latency_s = 0.0
         self.explore: torch.Generator | None = None
@@ -199,6 +212,13 @@ class ResidualPolicy(nn.Module):
         logp = logp - (2 * (math.log(2.0) - u - torch.nn.functional.softplus(-2 * u))).sum(-1)
         return torch.tanh(u), logp
 
+    def select(self, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        """EXPO's choice per row: ``r``, or the zero residual (the base action) where the critic (mean over its
+        ensemble) values that more."""
+        with torch.no_grad():
+            q_edit, q_base = self.q(x, r).mean(0), self.q(x, torch.zeros_like(r)).mean(0)
+        return torch.where((q_base > q_edit).unsqueeze(-1), torch.zeros_like(r), r)
+
     def residual_of(self, base_n: torch.Tensor, action_n: torch.Tensor) -> torch.Tensor:
         """The residual that turns the normalised base action into the normalised ``action_n`` (an executed or a
         human action), limited to the tanh head's range."""
@@ -239,6 +259,8 @@ class ResidualPolicy(nn.Module):
         state_n = self.state_input({s.name: observation.values[s.name][None] for s in self.state_feats})
         x = self.actor_input(state_n, base_n)
         r = self.residual_mean(x) if self.explore is None else self.sample_residual(x, self.explore)[0]
+        if self.q is not None:
+            r = self.select(x, r)
         action = self.combine(base_n, r)[0].numpy().astype(np.float32)
         if not np.all(np.isfinite(action)):
             raise SpecMismatchError("residual policy produced a non-finite action; the checkpoint is broken")
@@ -247,6 +269,20 @@ class ResidualPolicy(nn.Module):
         return ActionChunk(action[None], np.array([int(observation.t_ns)], dtype=np.int64), self.action_features)
 
     # --- checkpoints ----------------------------------------------------------------------------
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The residual's own weights: the actor's (its keys as they are) and, with ``select``, the critic's
+        (keys prefixed ``q.``)."""
+        w = {k: v.detach().cpu().contiguous() for k, v in self.actor.state_dict().items()}
+        if self.q is not None:
+            w.update({f"q.{k}": v.detach().cpu().contiguous() for k, v in self.q.state_dict().items()})
+        return w
+
+    def load_weights(self, weights: Mapping[str, torch.Tensor]) -> None:
+        from robot_learning.policies.checkpoint import load_weights
+
+        load_weights(self.actor, {k: v for k, v in weights.items() if not k.startswith("q.")}, "residual policy")
+        if self.q is not None:
+            load_weights(self.q, {k[2:]: v for k, v in weights.items() if k.startswith("q.")}, "residual critic")
     def save(self, path, meta: Mapping[str, Any] | None = None) -> Path:
         """``path/`` = config.json + model.safetensors (the residual) + normalizer.safetensors + base/ (the base)."""
         import json
@@ -262,8 +298,7 @@ class ResidualPolicy(nn.Module):
         path = Path(path)
         tmp = atomic_dir(path)
         self.base.save(tmp / "base")
-        save_torch({k: v.detach().cpu().contiguous() for k, v in self.actor.state_dict().items()},
-                   str(tmp / "model.safetensors"))
+        save_torch(self.weights(), str(tmp / "model.safetensors"))
         arrays, norm_cfg = self.normalizer.state_dict()
         save_numpy({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp / "normalizer.safetensors"))
         doc = {"format": FORMAT, "version": VERSION, "policy": self.kind,
@@ -276,7 +311,7 @@ class ResidualPolicy(nn.Module):
     @classmethod
     def from_checkpoint(cls, doc: Mapping[str, Any], weights: Mapping[str, torch.Tensor], normalizer,
                         device: str = "cpu", directory: Path | None = None) -> ResidualPolicy:
-        from robot_learning.policies.checkpoint import load_policy, load_weights
+        from robot_learning.policies.checkpoint import load_policy
 
         if directory is None:
             raise ConfigError("a residual policy loads from its folder (its base is in base/)")
@@ -285,5 +320,5 @@ class ResidualPolicy(nn.Module):
             raise ConfigError("checkpoint config: missing 'residual'")
         base = load_policy(Path(directory) / str(cfg.get("base", "base")), device=device)
         policy = cls(base, ResidualConfig.from_json(cfg["residual"]), doc.get("meta"))
-        load_weights(policy.actor, weights, "residual policy")
+        policy.load_weights(weights)
         return policy.eval()

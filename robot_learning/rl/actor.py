@@ -97,13 +97,12 @@ class ExpertTakeover:
 
 
 def load_actor_weights(policy, weights: dict) -> None:
-    from robot_learning.policies.checkpoint import load_weights
-
-    load_weights(policy.actor, {k: torch.from_numpy(np.array(v)) for k, v in weights.items()}, "residual actor")
+    policy.load_weights({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
 
 
 def actor_weights(policy) -> dict[str, np.ndarray]:
-    return {k: v.detach().cpu().numpy().copy() for k, v in policy.actor.state_dict().items()}
+    """What the actor needs from the learner: the residual's weights (and its critic's, with ``select``)."""
+    return {k: v.numpy().copy() for k, v in policy.weights().items()}
 
 
 def run_actor(cfg) -> dict:

@@ -40,8 +40,9 @@ REPLAY_CAPACITY = 1_000_000
 
 def _sac_config(cfg: FinetuneRLPDConfig) -> SACConfig:
     return SACConfig(gamma=cfg.gamma, ensemble=cfg.ensemble, target_subset=cfg.target_subset, utd=cfg.utd,
-                     batch_size=cfg.batch_size, lr_actor=cfg.lr, lr_critic=cfg.lr, lr_alpha=cfg.lr,
-                     alpha_init=cfg.alpha_init, demo_fraction=cfg.demo_fraction, actor_delay=cfg.actor_delay, critic_hidden=tuple(cfg.hidden))
+                     batch_size=cfg.batch_size, lr_actor=cfg.lr_actor, lr_critic=cfg.lr, lr_alpha=cfg.lr,
+                     alpha_init=cfg.alpha_init, demo_fraction=cfg.demo_fraction, actor_delay=cfg.actor_delay,
+                     residual_penalty=cfg.residual_penalty, critic_hidden=tuple(cfg.hidden))
 
 
 def _save(out: Path, policy, sac: SAC, online: Replay, info: dict) -> None:
@@ -129,8 +130,9 @@ def finetune_rlpd(cfg: FinetuneRLPDConfig) -> dict:
     base = load_base_for(cfg.checkpoint, task, cfg.device)
     eval_seeds = held_out_seeds(cfg.eval_seed, cfg.eval_episodes, seen_seeds(base.meta), "--eval-seed")
     out = run_folder(cfg.out, cfg.resume)
-    policy = ResidualPolicy(base, ResidualConfig(tuple(cfg.hidden), cfg.scale, cfg.log_std, head="tanh"),
-                            dict(base.meta))
+    policy = ResidualPolicy(base, ResidualConfig(tuple(cfg.hidden), cfg.scale, cfg.log_std, head="tanh",
+                                                 select=cfg.select, ensemble=cfg.ensemble,
+                                                 critic_hidden=tuple(cfg.hidden)), dict(base.meta))
     sac = SAC(policy, _sac_config(cfg), seed=cfg.seed)
     x_dim = policy.state_dim + policy.action_dim
     online = Replay(x_dim, policy.action_dim, REPLAY_CAPACITY)
