@@ -69,6 +69,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=40.0, help="training budget of each RL arm")
     ap.add_argument("--env", default="sim:lift", help="the twin task of the base")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-finetune"))
+    ap.add_argument("--no-save", action="store_true", help="do not append to bench/results/finetune.jsonl")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -101,9 +102,10 @@ def main() -> None:
         result[arm] = {**compare(base, ev), "minutes": a.minutes,
                        "env_steps": json.loads((run / "summary.json").read_text())["env_steps"]}
     result["wall_s"] = round(time.perf_counter() - t0, 1)
-    RESULTS.mkdir(exist_ok=True)
-    with (RESULTS / "finetune.jsonl").open("a") as f:
-        f.write(json.dumps(result) + "\n")
+    if not a.no_save:
+        RESULTS.mkdir(exist_ok=True)
+        with (RESULTS / "finetune.jsonl").open("a") as f:
+            f.write(json.dumps(result) + "\n")
     print(json.dumps(result))
 
 

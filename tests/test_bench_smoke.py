@@ -31,3 +31,14 @@ def test_serve_bench_runs_every_reported_measurement():
     assert set(out["loop"]) == {"open-loop_local", "open-loop_remote", "rtc_local", "rtc_remote"}
     rtc = out["loop"]["rtc_remote"]
     assert rtc["chunks"] >= 1 and rtc["smoothness"]["step_max_rad"] is not None
+
+
+def test_finetune_bench_pairs_the_steered_arm_with_the_base(lift_base, tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "finetune.py"), "--base", str(lift_base["run"]),
+                        "--demos", str(lift_base["demos"]), "--arms", "steer", "--episodes", "2", "--rollouts", "3",
+                        "--critic-steps", "20", "--samples", "2", "--out", str(tmp_path), "--no-save"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["base"]["episodes"] == 2 and out["steer"]["episodes"] == 2 and out["steer"]["samples"] == 2
+    assert out["steer"]["paired_gain_ci95"][0] <= out["steer"]["paired_gain"] <= out["steer"]["paired_gain_ci95"][1]
