@@ -74,7 +74,7 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     result = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": platform.node(),
-              "cpus": os.cpu_count(), "base": str(a.base), "demos": str(a.demos),
+              "cpus": os.cpu_count(), "base_policy": str(a.base), "demos": str(a.demos),
               "eval_seeds": [a.seed, a.seed + a.episodes - 1]}
     base = evaluate(a.base, a.out / "eval-base", a.seed, a.episodes)
     result["base"] = {"success_rate": base["success_rate"], "episodes": base["episodes"], "ci95": base["ci95"]}
