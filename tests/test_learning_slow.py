@@ -38,3 +38,26 @@ def test_push_t_state_reports_success_and_coverage(tmp_path):
     # the block starts at 0.09 mean coverage on these seeds; the measured run (25 min, 1 thread,
     # docs/benchmarks.md) reached 0.60: require well above the start, not that figure
     assert res["mean_max_coverage"] > 0.3, res
+
+
+@pytest.mark.slow
+def test_steering_lifts_a_30_demo_policy_beyond_the_95_percent_interval(tmp_path):
+    """Issue 8: a lift policy from 30 scripted demos (3,000 steps, one thread: ~0.46-0.49 measured), steered by a
+    Cal-QL critic from 60 of its rollouts and the demos, K = 16, on 200 held-out seeds. Measured: +19 points,
+    interval +10.7 to +27.3 (docs/benchmarks.md). About 45 minutes on 2 cores."""
+    from sim_recordings import record_lift
+
+    demos = record_lift(tmp_path / "demos.zarr", seeds=tuple(range(30)), cameras=(), tactile=False)
+    r = subprocess.run([sys.executable, "-m", "robot_learning", "train", "--dataset", str(demos), "--out",
+                        str(tmp_path / "base"), "--obs", "state", "--steps", "3000", "--threads", "1",
+                        "--eval-episodes", "0",
+                        "--no-progress"], text=True, capture_output=True, timeout=3600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    bench = Path(__file__).resolve().parents[1] / "bench" / "finetune.py"
+    r = subprocess.run([sys.executable, str(bench), "--base", str(tmp_path / "base"), "--demos", str(demos),
+                        "--arms", "steer", "--episodes", "200", "--seed", "120000", "--out", str(tmp_path / "ft"),
+                        "--no-save"], text=True, capture_output=True, timeout=7200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert 0.3 <= res["base"]["success_rate"] <= 0.7, res         # a base with room to improve
+    assert res["steer"]["paired_gain_ci95"][0] > 0, res          # the gain exceeds the 95% interval
