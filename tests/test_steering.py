@@ -147,7 +147,7 @@ print(json.dumps([type(p).__name__, p.infer(obs).actions.tolist()]))
     assert r.returncode == 0, r.stderr
     kind, got = json.loads(r.stdout.strip().splitlines()[-1])
     assert kind == "SteeredPolicy"
-    np.testing.assert_allclose(np.asarray(got), want, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)   # thread counts differ: round-off
 
 
 def test_steering_a_base_behind_the_policy_server_equals_local(setup, critic_dir):
@@ -188,3 +188,25 @@ def test_eval_with_steer_runs_episodes(setup, critic_dir):
     assert rc == 0, text
     s = json.loads(text.strip().splitlines()[-1])
     assert s["episodes"] == 1 and s["steer"]["samples"] == 4 and s["chunks"] >= 1
+
+
+def test_critic_train_saves_and_exits_130_on_sigterm(setup, tmp_path):
+    """A job system's SIGTERM (or Ctrl-C on a background job) stops training the way Ctrl-C does: saved, 130."""
+    import signal
+    import time
+
+    out = tmp_path / "critic"
+    p = subprocess.Popen([sys.executable, "-m", "robot_learning", "critic", "train", "--dataset", str(setup["demos"]),
+                          str(setup["rollouts"]), "--out", str(out), "--steps", "1000000", "--batch-size", "16",
+                          "--val-fraction", "0", "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "train_log.csv").exists() and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    p.send_signal(signal.SIGTERM)
+    stdout, stderr = p.communicate(timeout=60)
+    assert p.returncode == 130, stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] and 0 < summary["steps"] < 1_000_000
+    assert (out / "critic" / "critic.safetensors").is_file()

@@ -178,23 +178,6 @@ def parse(argv: Sequence[str]) -> object:
         raise UsageError(condense_usage_error(err.getvalue())) from None
 
 
-def stop_signals_interrupt() -> None:
-    """SIGTERM and SIGINT raise KeyboardInterrupt in the main thread, so every long command saves and exits as on
-    Ctrl-C when a job system, ``kill`` or ``timeout`` stops it (a shell starts background jobs with SIGINT ignored,
-    and Python leaves SIGTERM fatal)."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, interrupt)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -220,5 +203,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entrypoint() -> None:
-    stop_signals_interrupt()
     sys.exit(main())
