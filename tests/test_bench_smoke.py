@@ -35,10 +35,10 @@ def test_serve_bench_runs_every_reported_measurement():
 
 def test_finetune_bench_pairs_the_steered_arm_with_the_base(lift_base, tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "bench" / "finetune.py"), "--base", str(lift_base["run"]),
-                        "--demos", str(lift_base["demos"]), "--arms", "steer", "--episodes", "2", "--rollouts", "3",
+                        "--demos", str(lift_base["demos"]), "--arms", "steer", "--episodes", "1", "--rollouts", "2",
                         "--critic-steps", "20", "--samples", "2", "--out", str(tmp_path), "--no-save"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
-    assert out["base"]["episodes"] == 2 and out["steer"]["episodes"] == 2 and out["steer"]["samples"] == 2
+    assert out["base"]["episodes"] == 1 and out["steer"]["episodes"] == 1 and out["steer"]["samples"] == 2
     assert out["steer"]["paired_gain_ci95"][0] <= out["steer"]["paired_gain"] <= out["steer"]["paired_gain_ci95"][1]
