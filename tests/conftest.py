@@ -1,4 +1,9 @@
 import os
+import signal
+
+# Tests send Ctrl-C to the commands they run (and to themselves); a shell that starts the suite as a background job
+# hands every process SIGINT ignored, which would make those tests fail, so take the default back.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Tests never touch the network, and render off-screen.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -203,4 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entrypoint() -> None:
+    import signal
+
+    # Ctrl-C (SIGINT) stops every command the same way, even when a shell started it as a background job (which
+    # ignores SIGINT, and Python then never raises KeyboardInterrupt): `kill -INT` saves like Ctrl-C.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.exit(main())
