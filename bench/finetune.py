@@ -99,8 +99,9 @@ def main() -> None:
             cli(*command, "--checkpoint", str(a.base), "--env", a.env, "--out", str(run), "--minutes",
                 str(a.minutes), "--eval-episodes", "0", "--no-progress")
         ev = evaluate(run, a.out / f"eval-{arm}", a.seed, a.episodes)
-        result[arm] = {**compare(base, ev), "minutes": a.minutes,
-                       "env_steps": json.loads((run / "summary.json").read_text())["env_steps"]}
+        trained = json.loads((run / "summary.json").read_text())
+        result[arm] = {**compare(base, ev), "train_minutes": round(trained["train_time_s"] / 60, 1),
+                       "env_steps": trained["env_steps"]}
     result["wall_s"] = round(time.perf_counter() - t0, 1)
     if not a.no_save:
         RESULTS.mkdir(exist_ok=True)

@@ -39,3 +39,16 @@ def lift_observations(policy, n=12, seed=100_000):
         return obs
     finally:
         env.close()
+
+
+def run_cli(*args) -> tuple[int, str]:
+    """``robot-learning ARGS`` in this process: (exit status, what it printed on stdout)."""
+    import contextlib
+    import io
+
+    from robot_learning.cli.main import main
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(list(args))
+    return rc, buf.getvalue()

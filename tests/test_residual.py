@@ -3,8 +3,6 @@ fine-tune command trains, checkpoints, resumes, reloads and evaluates."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import subprocess
 import sys
@@ -15,7 +13,7 @@ import torch
 
 from robot_learning.cli.main import main
 
-from sim_recordings import lift_observations as _observations
+from sim_recordings import lift_observations as _observations, run_cli as _cli
 
 
 @pytest.fixture(scope="module")
@@ -96,13 +94,6 @@ def test_ppo_update_moves_the_residual_towards_better_actions_and_stops_on_kl():
     assert ((critic(x) - adv) ** 2).mean().item() < v0
     tight = ppo_update(actor, critic, opt_a, opt_c, batch, log_std, PPOConfig(epochs=20, target_kl=1e-6), gen)
     assert tight["epochs"] == 1 and stats["epochs"] >= 1
-
-
-def _cli(*args) -> tuple[int, str]:
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        rc = main(list(args))
-    return rc, buf.getvalue()
 
 
 def test_finetune_residual_trains_checkpoints_resumes_and_reloads(base_run, tmp_path):

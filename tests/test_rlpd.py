@@ -4,8 +4,6 @@ bad messages over a real socket, and `finetune rlpd` trains with an actor proces
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import subprocess
 import sys
@@ -16,7 +14,7 @@ import torch
 
 from robot_learning.cli.main import main
 
-from sim_recordings import lift_observations
+from sim_recordings import run_cli as _cli, lift_observations
 
 
 @pytest.fixture(scope="module")
@@ -181,13 +179,6 @@ def test_learner_link_answers_actors_and_refuses_bad_messages(tanh_policy):
         actor.close()
     finally:
         link.close()
-
-
-def _cli(*args) -> tuple[int, str]:
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        rc = main(list(args))
-    return rc, buf.getvalue()
 
 
 def test_finetune_rlpd_with_an_actor_process_trains_resumes_and_reloads(lift_base, tmp_path):

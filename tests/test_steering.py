@@ -3,8 +3,6 @@ separates successes from failures, argmax picking at beta = 0, save / reload, an
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import subprocess
 import sys
@@ -14,14 +12,7 @@ import pytest
 
 from robot_learning.cli.main import main
 
-from sim_recordings import lift_observations
-
-
-def _cli(*args) -> tuple[int, str]:
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        rc = main(list(args))
-    return rc, buf.getvalue()
+from sim_recordings import run_cli as _cli, lift_observations
 
 
 @pytest.fixture(scope="module")

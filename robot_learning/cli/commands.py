@@ -15,7 +15,8 @@ class DemoConfig:
     """Run the main job on the embedded default (MuJoCo twin): record scripted demos through the control runtime,
     train a diffusion policy, evaluate it on held-out seeds, improve it without retraining (residual RLPD
     fine-tuning, value-guided steering) on the same seeds, then the safety filter and watchdog under injected
-    faults and loop timing. About 30 minutes on 2 CPU cores; --quick is the CI-sized run."""
+    faults and loop timing. About 30 minutes on 2 CPU cores (estimated; the five steps before fine-tuning and
+    steering joined measured 16.5); --quick is the CI-sized run."""
 
     quick: bool = False
     """CI-sized run (4 demos, 20 training steps, 2 evaluation episodes, shorter safety and timing runs)."""
