@@ -6,7 +6,9 @@ Each sample holds one frameset: ``{name}_rgb`` ``(H, W, 3) uint8`` and ``{name}_
 ``depth_scale_m``). With ``align_depth_to_color`` (the default) depth is reprojected onto the
 colour image by ``rs.align``, so both share the colour size and ``intrinsics``. Colour and depth
 always come from the same frameset; framesets missing one of them are skipped
-(``incomplete_framesets``).
+(``incomplete_framesets``), and so are framesets whose colour and depth were captured more than
+half a frame period (of the slower stream) apart (``mismatched_framesets``: a non-real-time replay's
+syncer can pair frames from different moments when the reader falls behind).
 
 Capture times: the colour frame's ``get_timestamp()`` (ms), converted to the project clock
 (``time.monotonic_ns``) according to its ``timestamp_domain``:
@@ -195,7 +197,8 @@ class RealSenseCamera(ReplayEnd, Camera):
         self.timestamp_offset_ns: int | None = None
         self.timestamp_domain: str | None = None
         self.info: dict = {}
-        self.incomplete_framesets = 0
+        self.incomplete_framesets = self.mismatched_framesets = 0
+        self._pair_tolerance_ms = float("inf")
         self._replay_source = config.playback_file
         self._end_hint = ""
         self._warm_until_ns = 0
@@ -249,7 +252,7 @@ class RealSenseCamera(ReplayEnd, Camera):
     def _connect(self) -> None:
         rs, c = _rs(), self.config
         self.timestamp_offset_ns = self.timestamp_domain = None
-        self._ended, self.incomplete_framesets = False, 0
+        self._ended, self.incomplete_framesets, self.mismatched_framesets = False, 0, 0
         pipe, cfg = rs.pipeline(), rs.config()
         if c.playback_file is not None:
             cfg.enable_device_from_file(str(self._checked_file()), repeat_playback=False)
@@ -325,6 +328,7 @@ class RealSenseCamera(ReplayEnd, Camera):
             if asked is not None and (asked[:2] != got[key][:2] or asked[2] not in (0, got[key][2])):
                 raise ConfigError(f"{self.name}: asked {key} {_fmt(asked)}, got {_fmt(got[key])}")
         self._sizes = {k: v[:2] for k, v in got.items()}
+        self._pair_tolerance_ms = 500.0 / max(1, min(v[2] for v in got.values()))  # half a frame
         self._sizes.setdefault("depth", self._sizes["color"])
         if c.enable_depth:
             try:
@@ -413,6 +417,9 @@ class RealSenseCamera(ReplayEnd, Camera):
         depth = fs.get_depth_frame() if c.enable_depth else None
         if not color or (c.enable_depth and not depth):
             self.incomplete_framesets += 1
+            return None
+        if depth and abs(color.get_timestamp() - depth.get_timestamp()) > self._pair_tolerance_ms:
+            self.mismatched_framesets += 1
             return None
         out = {f"{self.name}_rgb": self._rgb(color)}
         if depth:

@@ -52,9 +52,9 @@ def _stream(kind, uid, w, h, fmt, bpp, k):
     return s
 
 
-def record(path, n: int | None = None) -> list[float]:
+def record(path, n: int | None = None, depth_lag_ms: float = 0.0) -> list[float]:
     """n (default N) colour + depth frames at FPS into a rosbag2 (.db3) file; returns their timestamps (ms,
-    global time domain)."""
+    global time domain). depth_lag_ms: depth frames stamped that much later than their colour frames."""
     dev = rs.software_device()
     dev.register_info(rs.camera_info.name, "Synthetic D435")
     dev.register_info(rs.camera_info.serial_number, "000111222")
@@ -80,7 +80,7 @@ def record(path, n: int | None = None) -> list[float]:
                                           (ds, dp, np.full((DH, DW), round(depth_m(i) / DEPTH_UNITS), np.uint16), 2)):
             f = rs.software_video_frame()
             f.pixels, f.bpp, f.stride = pixels, bpp, pixels.shape[1] * bpp
-            f.timestamp, f.domain, f.frame_number = ts, rs.timestamp_domain.global_time, i
+            f.timestamp, f.domain, f.frame_number = ts + (depth_lag_ms if sensor is ds else 0.0), rs.timestamp_domain.global_time, i
             f.profile = prof.as_video_stream_profile()
             if sensor is ds:
                 f.depth_units = DEPTH_UNITS
@@ -170,6 +170,28 @@ def test_playback_without_alignment_and_fast(recording):
             pass
     assert len(seen) >= 2 and seen == sorted(set(seen)) and seen[-1] == N - 1
     print(f"realsense fast playback: read {len(seen)}/{N} framesets: {seen}")
+
+
+def test_colour_and_depth_from_different_moments_are_not_paired(tmp_path):
+    """Depth stamped 3 frames after its colour: librealsense's syncer hands out framesets of colour and
+    depth from different moments; they are dropped, and any frameset read pairs colour i + 3 with depth i
+    (the same capture time)."""
+    path = tmp_path / "lagged.db3"
+    record(path, n=6, depth_lag_ms=3 * 1000.0 / FPS)
+    cfg = RealSenseConfig(name="top", playback_file=path, align_depth_to_color=False, realtime=False)
+    seen = []
+    with RealSenseCamera(cfg) as cam:
+        try:
+            while True:
+                seen.append(cam.read(timeout_s=2.0))
+        except EndOfStreamError:
+            pass
+        dropped = cam.mismatched_framesets
+    print(f"lagged depth: {len(seen)} framesets read, {dropped} dropped as mismatched")
+    assert dropped > 0
+    for s in seen:  # only same-moment pairs: colour i + 3 with depth i
+        i = int(round((float(s.value["top_depth"][0, 0]) - 1.0) / 0.01))
+        np.testing.assert_array_equal(s.value["top_rgb"], color_frame(i + 3))
 
 
 def test_playback_mode_and_file_checks(recording, tmp_path):
