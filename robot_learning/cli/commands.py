@@ -8,6 +8,7 @@ from pathlib import Path
 import tyro
 
 from robot_learning.errors import ConfigError
+from robot_learning.policies import SAMPLER_NAMES
 
 
 @dataclass(frozen=True)
@@ -310,9 +311,9 @@ class EvalConfig:
     seed: int = 100_000
     """First seed; seeds the dataset was recorded with are refused."""
     sampler: str | None = None
-    """ddpm, ddim or edm (default: the policy's)."""
+    """diffusion: ddpm, ddim or edm; flow: euler; ar: greedy or sample (default: the policy's)."""
     sampling_steps: int | None = None
-    """Denoising steps (default: the sampler's: ddpm 100, ddim 10, edm 3)."""
+    """Denoising / integration steps (default: the sampler's: ddpm 100, ddim 10, edm 3, euler 10)."""
     videos: int = 4
     """Rollout videos to write (the first episodes)."""
     out: Path | None = None
@@ -340,5 +341,5 @@ class EvalConfig:
             raise ConfigError.expected("--beta", ">= 0", self.beta)
         if self.videos < 0:
             raise ConfigError.expected("--videos", ">= 0", self.videos)
-        if self.sampler is not None and self.sampler not in ("ddpm", "ddim", "edm"):
-            raise ConfigError.expected("--sampler", "ddpm, ddim or edm", repr(self.sampler))
+        if self.sampler is not None and self.sampler not in SAMPLER_NAMES:
+            raise ConfigError.expected("--sampler", f"one of {list(SAMPLER_NAMES)}", repr(self.sampler))

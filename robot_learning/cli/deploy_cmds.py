@@ -20,9 +20,9 @@ def run_serve(cfg: ServeConfig) -> int:
     policy_dir = resolve_policy_dir(cfg.checkpoint)
     policy = load_policy(policy_dir, device=cfg.device)
     if cfg.sampler is not None or cfg.sampling_steps is not None:
-        if not hasattr(policy, "set_sampler"):
+        if getattr(policy, "sampler", None) is None:
             raise ConfigError(f"--sampler/--sampling-steps: a {getattr(policy, 'kind', 'this')} policy has no sampler")
-        policy.set_sampler(cfg.sampler or policy.config.sampler, cfg.sampling_steps)
+        policy.set_sampler(cfg.sampler or policy.sampler.kind, cfg.sampling_steps)
     server = PolicyServer(policy, host=cfg.host, port=cfg.port, token=cfg.token)
     port = server.start()
     where = f"{_url_host(server.host)}:{port}"

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from robot_learning.errors import ConfigError
+from robot_learning.policies import SAMPLER_NAMES
 
 TOKEN_ENV = "ROBOT_LEARNING_TOKEN"
 
@@ -30,9 +31,9 @@ class ServeConfig:
     device: str = "cpu"
     """cpu or cuda[:N]."""
     sampler: str | None = None
-    """ddpm, ddim or edm (default: the policy's)."""
+    """diffusion: ddpm, ddim or edm; flow: euler; ar: greedy or sample (default: the policy's)."""
     sampling_steps: int | None = None
-    """Denoising steps (default: the sampler's: ddpm 100, ddim 10, edm 3)."""
+    """Denoising / integration steps (default: the sampler's: ddpm 100, ddim 10, edm 3, euler 10)."""
 
     def __post_init__(self) -> None:
         if self.token is None and os.environ.get(TOKEN_ENV):
@@ -41,8 +42,8 @@ class ServeConfig:
             raise ConfigError.expected("--port", "0..65535", self.port)
         if not self.host.strip():
             raise ConfigError.expected("--host", "an address such as 127.0.0.1 or 0.0.0.0", repr(self.host))
-        if self.sampler is not None and self.sampler not in ("ddpm", "ddim", "edm"):
-            raise ConfigError.expected("--sampler", "ddpm, ddim or edm", repr(self.sampler))
+        if self.sampler is not None and self.sampler not in SAMPLER_NAMES:
+            raise ConfigError.expected("--sampler", f"one of {list(SAMPLER_NAMES)}", repr(self.sampler))
         if self.sampling_steps is not None and self.sampling_steps < 1:
             raise ConfigError.expected("--sampling-steps", ">= 1", self.sampling_steps)
         if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):

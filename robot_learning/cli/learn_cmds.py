@@ -47,6 +47,8 @@ def run_eval(cfg: EvalConfig) -> int:
     task, robot = parse_env(cfg.env, policy.meta)
     seeds = held_out_seeds(cfg.seed, cfg.episodes, seen_seeds(policy.meta), "--seed")
     if cfg.sampler is not None or cfg.sampling_steps is not None:
+        if getattr(policy, "sampler", None) is None:
+            raise ConfigError(f"--sampler/--sampling-steps: a {getattr(policy, 'kind', 'this')} policy has no sampler")
         policy.set_sampler(cfg.sampler or policy.sampler.kind, cfg.sampling_steps)
     if cfg.steer is not None:
         from robot_learning.policies.steered import SteeredPolicy

@@ -33,6 +33,8 @@ from robot_learning.errors import ConfigError, SpecMismatchError
 FORMAT = "robot-learning-policy"
 VERSION = 1
 POLICY_CLASSES = {"diffusion": "robot_learning.policies.diffusion:DiffusionPolicy",
+                  "act": "robot_learning.policies.act:ACTPolicy",
+                  "ar": "robot_learning.policies.autoregressive:AutoregressivePolicy",
                   "residual": "robot_learning.policies.residual:ResidualPolicy",
                   "steered": "robot_learning.policies.steered:SteeredPolicy"}
 WRAPPERS = {"steered"}   # kinds with no weights of their own: their parts are sub-folders

@@ -140,3 +140,42 @@ class Sampler:
             x = (s_next / s) * x - math.expm1(-h) * d
             prev_x0, prev_h = x0, h
         return x
+
+
+FLOW_SAMPLERS = ("euler",)
+FLOW_DEFAULT_STEPS = 10
+
+
+class FlowSampler:
+    """Euler integration of a flow-matching velocity field from noise (t = 1) to actions (t = 0).
+
+    Training (``DiffusionConfig.objective = "flow"``): ``x_t = t * eps + (1 - t) * a`` with t ~ U(0, 1) and the
+    network regresses the velocity ``eps - a``; it is told the time as ``t * time_scale`` (the DDPM step range,
+    so the same sinusoidal embedding serves both objectives). Sampling takes ``steps`` equal Euler steps
+    ``x <- x - v / steps`` (``nfe`` = steps) and clips the result to [-1, 1] like DDPM's ``clip_sample``.
+    """
+
+    def __init__(self, kind: str = "euler", steps: int | None = None, *, time_scale: float = 100.0,
+                 clip_sample: bool = True):
+        if kind not in FLOW_SAMPLERS:
+            raise ConfigError.expected("flow-matching sampler", f"one of {list(FLOW_SAMPLERS)}", repr(kind))
+        steps = FLOW_DEFAULT_STEPS if steps is None else int(steps)
+        if not 1 <= steps <= 1000:
+            raise ConfigError.expected("euler sampling steps", "1..1000", steps)
+        self.kind, self.steps, self.nfe = kind, steps, steps
+        self.time_scale, self.clip_sample = float(time_scale), clip_sample
+
+    def __repr__(self) -> str:
+        return f"FlowSampler({self.kind}, steps={self.steps})"
+
+    @torch.no_grad()
+    def sample(self, velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], shape: tuple[int, ...],
+               generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        x = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        b, dt = shape[0], 1.0 / self.steps
+        for i in range(self.steps):
+            t = 1.0 - i * dt
+            v = velocity(x, torch.full((b,), t * self.time_scale, device=device, dtype=torch.float32))
+            x = x - dt * v.to(dtype)
+        return x.clamp(-1.0, 1.0) if self.clip_sample else x

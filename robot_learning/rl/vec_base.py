@@ -27,8 +27,8 @@ class BatchedBase:
             raise ConfigError.expected("number of envs", ">= 1", n)
         self.base, self.n = base, int(n)
         cfg = getattr(base, "config", None)
-        self.batched = all(hasattr(x, a) for x, a in ((base, "predict_actions"), (base, "window"), (cfg, "To"),
-                                                       (cfg, "Ta")))
+        self.batched = getattr(base, "batchable", True) and all(
+            hasattr(x, a) for x, a in ((base, "predict_actions"), (base, "window"), (cfg, "To"), (cfg, "Ta")))
         if self.batched:
             self.To, self.Ta = int(cfg.To), int(cfg.Ta)
             self.histories = [ObservationHistory(base.observation_features, self.To) for _ in range(self.n)]

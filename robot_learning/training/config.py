@@ -21,17 +21,18 @@ class TrainConfig:
     """Dataset folder (recorded with `robot-learning record`)."""
     out: Path
     """Run folder: policy/ (for eval and deploy), checkpoint/ (resume), logs, curves.png, videos."""
-    policy: Literal["diffusion"] = "diffusion"
-    """Policy family."""
+    policy: Literal["diffusion", "flow", "act", "ar"] = "diffusion"
+    """Policy family: diffusion (DDPM, sampled with DDIM), flow (flow matching, Euler steps), act (ACT: CVAE
+    transformer, temporal ensembling), ar (GPT over binned action tokens)."""
     obs: str = "state"
     """What the policy sees, comma-separated: state (every state feature, sim object state included), proprio (the
     robot's own state only), rgb (every camera), depth, tactile, or feature names, e.g. state, proprio,rgb or
     proprio,wrist_rgb."""
     size: Literal["cpu", "paper"] = "cpu"
-    """Network size: cpu (U-Net 64-128-256, ResNet width 32) or paper (U-Net 256-512-1024, 512-1024-2048 with
-    images; ResNet-18 width 64)."""
+    """Network size: cpu (U-Net 64-128-256, transformers 256 wide, ResNet width 32) or paper (U-Net 256-512-1024,
+    512-1024-2048 with images; ACT 512 wide with 7 decoder layers; GPT 512 wide, 8 layers; ResNet-18 width 64)."""
     denoiser: Literal["unet", "transformer"] = "unet"
-    """Denoising network."""
+    """Denoising network (diffusion and flow)."""
     steps: int | None = None
     """Optimisation steps (default 5000 when --minutes is not given either)."""
     minutes: float | None = None
@@ -39,19 +40,29 @@ class TrainConfig:
     batch_size: int = 64
     """Windows per step. The CPU recipe (batch 64, lr 1e-3) reached 93% on lift in 14 single-thread minutes where
     the paper's low-dim setting (batch 256, lr 1e-4) reached 0% in 8; on a GPU the paper's settings are fine."""
-    lr: float = 1e-3
-    """AdamW peak learning rate (cosine decay after warm-up)."""
+    lr: float | None = None
+    """AdamW peak learning rate (cosine decay after warm-up); default per family: diffusion and flow 1e-3, act
+    and ar 3e-4."""
     weight_decay: float = 1e-6
     warmup_steps: int = 300
     """Linear learning-rate warm-up steps."""
-    obs_steps: int = 2
-    """To: observation steps the policy conditions on."""
+    obs_steps: int | None = None
+    """To: observation steps the policy conditions on (default 2; ACT 1)."""
     horizon: int = 16
-    """Tp: predicted action steps."""
+    """Tp: predicted action steps (ar: To - 1 + Ta, this flag is ignored)."""
     action_steps: int = 8
-    """Ta: executed action steps per inference."""
-    sampler: Literal["ddpm", "ddim", "edm"] = "ddim"
-    """Sampler saved as the policy's default (eval can override)."""
+    """Ta: executed action steps per inference (ACT with temporal ensembling infers every tick)."""
+    sampler: Literal["ddpm", "ddim", "edm", "euler", "greedy", "sample"] | None = None
+    """Sampler saved as the policy's default (eval can override): diffusion ddpm | ddim (default) | edm; flow euler;
+    ar greedy (default) | sample."""
+    kl_weight: float = 10.0
+    """act: weight of the CVAE's KL term (ACT: 10)."""
+    temporal_ensemble: bool = True
+    """act: temporal ensembling at inference (a chunk every tick, averaged); off plays Ta steps open loop."""
+    bins: int = 256
+    """ar: bins per action dimension."""
+    binning: Literal["uniform", "quantile"] = "uniform"
+    """ar: uniform bins over the 1st-99th percentile, or adaptive equal-probability (quantile) bins."""
     eval_every: int = 0
     """Evaluate in sim every N steps (0: only at the end)."""
     eval_episodes: int = 10
@@ -81,12 +92,18 @@ class TrainConfig:
             raise ConfigError.expected("--minutes", "> 0", self.minutes)
         if self.batch_size < 1:
             raise ConfigError.expected("--batch-size", ">= 1", self.batch_size)
-        if not self.lr > 0:
+        if self.lr is not None and not self.lr > 0:
             raise ConfigError.expected("--lr", "> 0", self.lr)
+        if self.obs_steps is not None and self.obs_steps < 1:
+            raise ConfigError.expected("--obs-steps", ">= 1", self.obs_steps)
         if self.eval_every < 0 or self.eval_episodes < 0:
             raise ConfigError.expected("--eval-every / --eval-episodes", ">= 0", (self.eval_every, self.eval_episodes))
         if not self.obs.strip():
             raise ConfigError.expected("--obs", "at least one feature or alias", repr(self.obs))
+
+    @property
+    def peak_lr(self) -> float:
+        return self.lr if self.lr is not None else (1e-3 if self.policy in ("diffusion", "flow") else 3e-4)
 
     @property
     def step_budget(self) -> int | None:

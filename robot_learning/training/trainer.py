@@ -44,25 +44,14 @@ def _config_json(cfg: TrainConfig) -> dict:
     return json.loads(json.dumps(asdict(cfg), default=str))
 
 
-def diffusion_config(cfg: TrainConfig, has_images: bool):
-    from robot_learning.policies.diffusion import DiffusionConfig
-    from robot_learning.policies.nets.encoders import EncoderConfig
-
-    if cfg.size == "paper":
-        dims, width = ((512, 1024, 2048) if has_images else (256, 512, 1024)), 64
-    else:
-        dims, width = (64, 128, 256), 32
-    return DiffusionConfig(To=cfg.obs_steps, Tp=cfg.horizon, Ta=cfg.action_steps, denoiser=cfg.denoiser,
-                           down_dims=dims, sampler=cfg.sampler, encoder=EncoderConfig(image_width=width))
-
-
 def prepare(cfg: TrainConfig, device: torch.device):
     """Open the dataset, pick the features, build the sampler, normaliser and a fresh policy."""
     from robot_learning.core.features import FeatureKind, FeatureSet
     from robot_learning.datasets.sampler import WindowSampler
     from robot_learning.datasets.stats import Normalizer, load_stats
     from robot_learning.datasets.store import EpisodeStore
-    from robot_learning.policies.diffusion import DiffusionPolicy, normalizer_modes
+    from robot_learning.policies.chunk_policy import normalizer_modes
+    from robot_learning.training.families import policy_class, policy_config
 
     if not Path(cfg.dataset).exists():
         raise ConfigError(f"--dataset {cfg.dataset}: no such dataset folder")
@@ -75,7 +64,7 @@ def prepare(cfg: TrainConfig, device: torch.device):
     proprio = robot_stream[0].features.of_kind(FeatureKind.STATE) if robot_stream else FeatureSet()
     features = select_features(cfg.obs, available, proprio)
     has_images = any(s.kind in (FeatureKind.RGB, FeatureKind.DEPTH) for s in features)
-    dcfg = diffusion_config(cfg, has_images)
+    dcfg = policy_config(cfg, has_images)
     sampler = WindowSampler(store, list(features.names), To=dcfg.To, Tp=dcfg.Tp, Ta=dcfg.Ta)
     stats = sampler.output_stats(load_stats(store))
     normalizer = Normalizer(normalizer_modes(dcfg, features), stats)
@@ -83,7 +72,7 @@ def prepare(cfg: TrainConfig, device: torch.device):
     robot = {str(k): v for k, v in dict(schema.robot or {}).items()}
     meta = {"dataset": str(cfg.dataset), "episodes": len(store.episodes), "robot": robot,
             "train_seeds": sorted(int(e.seed) for e in store.episodes if e.seed is not None)}
-    policy = DiffusionPolicy(dcfg, features, schema.action_features, normalizer, period_ns, meta).to(device)
+    policy = policy_class(cfg.policy)(dcfg, features, schema.action_features, normalizer, period_ns, meta).to(device)
     return store, sampler, policy, meta
 
 
@@ -148,7 +137,9 @@ def train(cfg: TrainConfig) -> dict:
     t_load = time.perf_counter()
     data = DenseWindows(sampler, device=device, progress=cfg.progress)
     load_s = time.perf_counter() - t_load
-    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=(0.95, 0.999), eps=1e-8,
+    if hasattr(policy, "fit_data"):   # e.g. the autoregressive policy's quantile bins (restored on --resume)
+        policy.fit_data(data)
+    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.peak_lr, betas=(0.95, 0.999), eps=1e-8,
                             weight_decay=cfg.weight_decay)
     ema = EMA(policy)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -157,9 +148,12 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.resume:
         info, tensors = load_train_state(out / "checkpoint")
         saved = info.get("config", {})
-        for key in ("obs", "size", "denoiser", "obs_steps", "horizon", "action_steps", "policy"):
-            if saved.get(key) != _config_json(cfg).get(key):
-                raise ConfigError.expected(f"--resume {key}", repr(saved.get(key)), repr(_config_json(cfg).get(key)))
+        from robot_learning.training.families import SHAPE_KEYS, effective_flags
+
+        saved, now = effective_flags(saved), effective_flags(_config_json(cfg))
+        for key in SHAPE_KEYS:   # a key the saved run does not have predates the flag (its default then)
+            if key in saved and saved[key] != now.get(key):
+                raise ConfigError.expected(f"--resume {key}", repr(saved[key]), repr(now.get(key)))
         from robot_learning.policies.checkpoint import load_weights
 
         load_weights(policy, tensors["model"], "checkpoint model")
@@ -186,7 +180,7 @@ def train(cfg: TrainConfig) -> dict:
         return p
 
     def set_lr() -> float:
-        lr = cfg.lr * lr_factor(step, cfg.warmup_steps, progress())
+        lr = cfg.peak_lr * lr_factor(step, cfg.warmup_steps, progress())
         for g in opt.param_groups:
             g["lr"] = lr
         return lr
