@@ -27,7 +27,7 @@ from robot_learning.cli.hardware_configs import (CalibrateConfig, FindCamerasCon
                                                  TeleoperateConfig)
 from robot_learning.errors import ConfigError, RobotLearningError
 from robot_learning.rl.config import ActorConfig, CriticTrainConfig, FinetuneResidualConfig, FinetuneRLPDConfig
-from robot_learning.training.config import TrainConfig
+from robot_learning.training.config import TokenizerTrainConfig, TrainConfig
 
 PROG = "robot-learning"
 
@@ -85,6 +85,7 @@ Command = Union[
     Annotated[TrainConfig, tyro.conf.subcommand("train")],
     Annotated[EvalConfig, tyro.conf.subcommand("eval")],
     Annotated[tyro.conf.OmitSubcommandPrefixes[FinetuneConfig], tyro.conf.subcommand("finetune")],
+    Annotated[TokenizerTrainConfig, tyro.conf.subcommand("tokenizer")],
     Annotated[CriticTrainConfig, tyro.conf.subcommand("critic")],
     Annotated[ServeConfig, tyro.conf.subcommand("serve")],
     Annotated[DeployConfig, tyro.conf.subcommand("deploy")],
@@ -112,6 +113,7 @@ RUNNERS: dict[type, str] = {
     FinetuneRLPDConfig: "robot_learning.cli.rl_cmds:run_finetune_rlpd",
     ActorConfig: "robot_learning.cli.rl_cmds:run_actor",
     CriticTrainConfig: "robot_learning.cli.rl_cmds:run_critic_train",
+    TokenizerTrainConfig: "robot_learning.training.tokenizer:run_tokenizer_train",
     ServeConfig: "robot_learning.cli.deploy_cmds:run_serve",
     DeployConfig: "robot_learning.cli.deploy_run:run_deploy",
     SimListConfig: "robot_learning.cli.sim_cmds:run_sim_list",

@@ -53,7 +53,8 @@ class Decoding:
 class ARConfig:
     """Architecture and decoding of a binned-token autoregressive policy. Tp must be To - 1 + Ta (the tokens
     cover the executed steps). n_bins: bins per action dimension (OpenVLA: 256). binning: uniform | quantile.
-    decoding: greedy | sample (temperature)."""
+    decoding: greedy | sample (temperature). The GPT's defaults are CPU-sized (0.9M parameters; ``train --size
+    paper``: 512 wide, 8 layers)."""
 
     To: int = 2
     Tp: int = 9
@@ -62,7 +63,7 @@ class ARConfig:
     binning: str = "uniform"
     decoding: str = "greedy"
     temperature: float = 1.0
-    d_model: int = 256
+    d_model: int = 128
     n_heads: int = 4
     n_layers: int = 4
     dropout: float = 0.1

@@ -35,6 +35,7 @@ VERSION = 1
 POLICY_CLASSES = {"diffusion": "robot_learning.policies.diffusion:DiffusionPolicy",
                   "act": "robot_learning.policies.act:ACTPolicy",
                   "ar": "robot_learning.policies.autoregressive:AutoregressivePolicy",
+                  "carp": "robot_learning.policies.carp:CARPPolicy",
                   "residual": "robot_learning.policies.residual:ResidualPolicy",
                   "steered": "robot_learning.policies.steered:SteeredPolicy"}
 WRAPPERS = {"steered"}   # kinds with no weights of their own: their parts are sub-folders

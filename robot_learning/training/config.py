@@ -1,10 +1,12 @@
-"""The training command's config, and how ``--obs`` picks the recorded features a policy sees."""
+"""The configs of ``train`` and ``tokenizer train``, and how ``--obs`` picks the recorded features a policy sees."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+import tyro
 
 from robot_learning.core.features import FeatureKind, FeatureSet
 from robot_learning.errors import ConfigError
@@ -21,9 +23,10 @@ class TrainConfig:
     """Dataset folder (recorded with `robot-learning record`)."""
     out: Path
     """Run folder: policy/ (for eval and deploy), checkpoint/ (resume), logs, curves.png, videos."""
-    policy: Literal["diffusion", "flow", "act", "ar"] = "diffusion"
+    policy: Literal["diffusion", "flow", "act", "ar", "carp"] = "diffusion"
     """Policy family: diffusion (DDPM, sampled with DDIM), flow (flow matching, Euler steps), act (ACT: CVAE
-    transformer, temporal ensembling), ar (GPT over binned action tokens)."""
+    transformer, temporal ensembling), ar (GPT over binned action tokens), carp (coarse-to-fine GPT over
+    multi-scale VQ tokens; trains its tokenizer first unless --tokenizer is given)."""
     obs: str = "state"
     """What the policy sees, comma-separated: state (every state feature, sim object state included), proprio (the
     robot's own state only), rgb (every camera), depth, tactile, or feature names, e.g. state, proprio,rgb or
@@ -54,7 +57,7 @@ class TrainConfig:
     """Ta: executed action steps per inference (ACT with temporal ensembling infers every tick)."""
     sampler: Literal["ddpm", "ddim", "edm", "euler", "greedy", "sample"] | None = None
     """Sampler saved as the policy's default (eval can override): diffusion ddpm | ddim (default) | edm; flow euler;
-    ar greedy (default) | sample."""
+    ar greedy (default) | sample; carp sample (top-k 10, default) | greedy."""
     kl_weight: float = 10.0
     """act: weight of the CVAE's KL term (ACT: 10)."""
     temporal_ensemble: bool = True
@@ -63,6 +66,10 @@ class TrainConfig:
     """ar: bins per action dimension."""
     binning: Literal["uniform", "quantile"] = "uniform"
     """ar: uniform bins over the 1st-99th percentile, or adaptive equal-probability (quantile) bins."""
+    tokenizer: Path | None = None
+    """carp: a stage-1 tokenizer folder (`robot-learning tokenizer train`); default: train one into OUT/tokenizer."""
+    tokenizer_steps: int = 3000
+    """carp: steps of that tokenizer training when --tokenizer is not given."""
     eval_every: int = 0
     """Evaluate in sim every N steps (0: only at the end)."""
     eval_episodes: int = 10
@@ -132,3 +139,43 @@ def select_features(obs: str, available: FeatureSet, proprio: FeatureSet = Featu
             raise ConfigError.expected("--obs entry", f"one of {sorted([*OBS_ALIASES, 'proprio'])} or a feature of "
                                        f"{list(available.names)}", repr(tok))
     return FeatureSet(s for s in available if s.name in wanted and s.kind is not FeatureKind.LANGUAGE)
+
+
+@dataclass(frozen=True)
+class TokenizerTrainConfig:
+    """Train CARP's multi-scale residual VQ action tokenizer (stage 1) on a dataset's action chunks: one small
+    VQ-VAE per action dimension, codes at scales 1-2-3-4 of a 4-step latent (CARP's settings). `robot-learning
+    train --policy carp --tokenizer OUT/tokenizer` uses it; without --tokenizer that command trains one first."""
+
+    method: tyro.conf.Positional[Literal["train"]]
+    """train (the only action)."""
+    dataset: Path
+    """Dataset folder (recorded with `robot-learning record`)."""
+    out: Path
+    """Folder: tokenizer/ (what --tokenizer takes), tokenizer_log.csv, summary.json."""
+    horizon: int = 16
+    """Chunk length Tp (the CARP policy's horizon)."""
+    obs_steps: int = 2
+    """To of the policy the chunks are for (chunks start at its oldest observation, as its training windows)."""
+    action_steps: int = 8
+    """Ta of that policy (how far past an episode's end its windows reach)."""
+    steps: int = 3000
+    """Gradient steps (cosine learning-rate decay; unused codes are re-seeded every 100 steps until 80%)."""
+    batch_size: int = 256
+    """Chunks per step."""
+    lr: float = 1e-3
+    """AdamW learning rate."""
+    codebook: int = 512
+    """Codes per action dimension (CARP: 512)."""
+    code_dim: int = 8
+    """Width of a code (CARP: 8)."""
+    seed: int = 0
+    threads: int | None = None
+    """CPU threads for torch (default: every core)."""
+    progress: bool = True
+    """Progress bar."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or not self.lr > 0:
+            raise ConfigError.expected("--steps / --batch-size / --lr", "positive",
+                                       (self.steps, self.batch_size, self.lr))

@@ -10,10 +10,13 @@ from robot_learning.training.config import TrainConfig
 CLASSES = {"diffusion": "robot_learning.policies.diffusion:DiffusionPolicy",
            "flow": "robot_learning.policies.diffusion:DiffusionPolicy",
            "act": "robot_learning.policies.act:ACTPolicy",
-           "ar": "robot_learning.policies.autoregressive:AutoregressivePolicy"}
-SAMPLERS = {"diffusion": ("ddpm", "ddim", "edm"), "flow": ("euler",), "act": (), "ar": ("greedy", "sample")}
+           "ar": "robot_learning.policies.autoregressive:AutoregressivePolicy",
+           "carp": "robot_learning.policies.carp:CARPPolicy"}
+SAMPLERS = {"diffusion": ("ddpm", "ddim", "edm"), "flow": ("euler",), "act": (), "ar": ("greedy", "sample"),
+            "carp": ("sample", "greedy")}
 # flags that shape the network: --resume refuses a change of any of them
-SHAPE_KEYS = ("policy", "obs", "size", "denoiser", "obs_steps", "horizon", "action_steps", "bins", "binning")
+SHAPE_KEYS = ("policy", "obs", "size", "denoiser", "obs_steps", "horizon", "action_steps", "bins", "binning",
+              "tokenizer")
 
 
 def effective_flags(flags: dict) -> dict:
@@ -22,6 +25,31 @@ def effective_flags(flags: dict) -> dict:
     if out.get("obs_steps") is None:
         out["obs_steps"] = 1 if out.get("policy") == "act" else 2
     return out
+
+
+def carp_tokenizer(cfg: TrainConfig, store, action_features):
+    """carp's stage-1 tokenizer: --tokenizer, the one this run trained already (resume), or a new one trained now
+    into OUT/tokenizer. Returns (MultiScaleVQ, its action Normalizer)."""
+    from pathlib import Path
+
+    from robot_learning.training.tokenizer import TokenizerTrainConfig, load_tokenizer, train_tokenizer
+
+    path = cfg.tokenizer
+    if path is None:
+        path = Path(cfg.out) / "tokenizer"
+        if not (path / "tokenizer" / "config.json").is_file():
+            print(f"carp: training its action tokenizer first ({cfg.tokenizer_steps} steps) into {path}", flush=True)
+            train_tokenizer(TokenizerTrainConfig("train", Path(cfg.dataset), path, horizon=cfg.horizon,
+                                                 obs_steps=cfg.obs_steps or 2, action_steps=cfg.action_steps,
+                                                 steps=cfg.tokenizer_steps, seed=cfg.seed, progress=cfg.progress),
+                            store=store)
+    tok, normalizer, features = load_tokenizer(path)
+    if features != action_features:
+        raise ConfigError.expected(f"--tokenizer {path} action features", list(action_features.names),
+                                   list(features.names))
+    if tok.config.Tp != cfg.horizon:
+        raise ConfigError.expected(f"--tokenizer {path} horizon", f"--horizon {cfg.horizon}", tok.config.Tp)
+    return tok, normalizer
 
 
 def policy_class(family: str):
@@ -35,8 +63,8 @@ def _encoder(cfg: TrainConfig):
     return EncoderConfig(image_width=64 if cfg.size == "paper" else 32)
 
 
-def policy_config(cfg: TrainConfig, has_images: bool):
-    """The family's config dataclass for these flags."""
+def policy_config(cfg: TrainConfig, has_images: bool, tokenizer=None):
+    """The family's config dataclass for these flags (``tokenizer``: carp's stage-1 TokenizerConfig)."""
     fam = cfg.policy
     if cfg.sampler is not None and cfg.sampler not in SAMPLERS[fam]:
         ok = ", ".join(SAMPLERS[fam]) or "none (it has no sampler)"
@@ -52,9 +80,15 @@ def policy_config(cfg: TrainConfig, has_images: bool):
     if fam == "act":
         from robot_learning.policies.act import ACTConfig
 
-        size = dict(d_model=512, dec_layers=7, ff_dim=3200) if paper else {}
+        size = dict(d_model=512, dec_layers=7, vae_layers=4, ff_dim=3200) if paper else {}
         return ACTConfig(To=cfg.obs_steps or 1, Tp=cfg.horizon, Ta=cfg.action_steps, kl_weight=cfg.kl_weight,
                          temporal_ensemble=cfg.temporal_ensemble, encoder=_encoder(cfg), **size)
+    if fam == "carp":
+        from robot_learning.policies.carp import CARPConfig
+
+        size = dict(d_model=512, n_layers=8, n_heads=8) if paper else {}
+        return CARPConfig(To=cfg.obs_steps or 2, Tp=cfg.horizon, Ta=cfg.action_steps, tokenizer=tokenizer,
+                          decoding=cfg.sampler or "sample", encoder=_encoder(cfg), **size)
     from robot_learning.policies.autoregressive import ARConfig
 
     to = cfg.obs_steps or 2

@@ -64,15 +64,25 @@ def prepare(cfg: TrainConfig, device: torch.device):
     proprio = robot_stream[0].features.of_kind(FeatureKind.STATE) if robot_stream else FeatureSet()
     features = select_features(cfg.obs, available, proprio)
     has_images = any(s.kind in (FeatureKind.RGB, FeatureKind.DEPTH) for s in features)
-    dcfg = policy_config(cfg, has_images)
+    tok = None
+    if cfg.policy == "carp":
+        from robot_learning.training.families import carp_tokenizer
+
+        tok, tok_norm = carp_tokenizer(cfg, store, schema.action_features)
+    dcfg = policy_config(cfg, has_images, tokenizer=tok.config if tok is not None else None)
     sampler = WindowSampler(store, list(features.names), To=dcfg.To, Tp=dcfg.Tp, Ta=dcfg.Ta)
     stats = sampler.output_stats(load_stats(store))
+    if tok is not None:   # actions scaled as the tokenizer was trained
+        stats["action"] = tok_norm.stats("action")
     normalizer = Normalizer(normalizer_modes(dcfg, features), stats)
     period_ns = int(round(1e9 / schema.control_rate_hz))
     robot = {str(k): v for k, v in dict(schema.robot or {}).items()}
     meta = {"dataset": str(cfg.dataset), "episodes": len(store.episodes), "robot": robot,
             "train_seeds": sorted(int(e.seed) for e in store.episodes if e.seed is not None)}
-    policy = policy_class(cfg.policy)(dcfg, features, schema.action_features, normalizer, period_ns, meta).to(device)
+    policy = policy_class(cfg.policy)(dcfg, features, schema.action_features, normalizer, period_ns, meta)
+    if tok is not None:
+        policy.tokenizer.load_state_dict(tok.state_dict())
+    policy = policy.to(device)
     return store, sampler, policy, meta
 
 
