@@ -17,7 +17,8 @@ from sim_recordings import lift_observations, run_cli
 
 FAMILIES = {"flow": ["--policy", "flow"], "act": ["--policy", "act"],
             "act-open-loop": ["--policy", "act", "--no-temporal-ensemble"],
-            "ar-quantile": ["--policy", "ar", "--binning", "quantile", "--bins", "32"]}
+            "ar-quantile": ["--policy", "ar", "--binning", "quantile", "--bins", "32"],
+            "carp": ["--policy", "carp", "--tokenizer-steps", "30"]}
 
 CHILD = textwrap.dedent("""
     import sys
@@ -90,7 +91,7 @@ def test_family_reloads_in_a_fresh_process_with_identical_actions(trained, name,
     assert not np.array_equal(samples[0], samples[1])   # steering gets distinct candidates
 
 
-@pytest.mark.parametrize("name", ["act", "ar-quantile"])
+@pytest.mark.parametrize("name", ["act", "ar-quantile", "carp"])
 def test_family_evaluates_and_is_a_base_for_residuals(trained, name, tmp_path):
     from robot_learning.policies.checkpoint import load_policy
     from robot_learning.policies.residual import ResidualPolicy
@@ -255,3 +256,103 @@ def test_act_temporal_ensembling_weights_and_padding(lift_base):
     b2["action"][0, 2:] = 5.0
     torch.manual_seed(1)
     assert abs(pol.compute_loss(b2).item() - l1.item()) < 1e-2 * abs(l1.item()) + 1e-3
+
+
+# ----------------------------------------------------------------------------- CARP
+def _smooth_chunks(n, tp=16, da=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    t = torch.linspace(0, 1, tp)[None, :, None]
+    a, f, ph = (torch.rand(n, 1, da, generator=g) for _ in range(3))
+    return (0.8 * a * torch.sin(2 * torch.pi * (0.5 + f) * t + 6 * ph)).float()   # smooth, in [-0.8, 0.8]
+
+
+def test_carp_tokenizer_reconstructs_coarse_to_fine():
+    from robot_learning.policies.carp_tokenizer import MultiScaleVQ, TokenizerConfig
+
+    torch.manual_seed(0)
+    tok = MultiScaleVQ(TokenizerConfig(codebook=64, code_dim=4, hidden=16), 3)
+    data = _smooth_chunks(2048)
+    opt = torch.optim.Adam(tok.parameters(), lr=3e-3)
+    tok.train()
+    for step in range(400):
+        loss, parts = tok.loss(data[torch.randint(0, 2048, (128,))])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 100 == 99:
+            tok.restart_dead_codes(data[:256])
+    tok.eval()
+    test = _smooth_chunks(256, seed=1)
+    tokens = tok.tokenize(test)
+    assert [tuple(t.shape) for t in tokens] == [(256, 3, s) for s in (1, 2, 3, 4)] and tok.tokens_per_chunk == 30
+    err = (tok.detokenize(tokens) - test).abs().mean().item()
+    assert err < 0.08 < test.abs().mean().item()                        # held-out chunks, well under the signal
+    errs = []
+    for k in range(1, 5):   # each finer scale lowers the error: coarse to fine
+        f_hat = torch.zeros(256, 3, 4, 4)
+        for j, idx in enumerate(tokens[:k]):
+            f_hat = tok.add_scale(f_hat, idx, j)
+        errs.append((tok.decode(f_hat) - test).abs().mean().item())
+    assert errs == sorted(errs, reverse=True) and errs[-1] == pytest.approx(err, rel=1e-4)
+
+
+def test_block_causal_mask_and_adaln_identity():
+    from robot_learning.policies.nets.gpt import GPT, block_causal_mask
+
+    m = block_causal_mask([1, 2, 3])
+    assert m.shape == (6, 6) and m[0].tolist() == [True] + [False] * 5 and m[1].tolist() == [True, True, True] + \
+        [False] * 3 and m[5].all()
+    gpt = GPT(16, 2, 2, 0.0, cond_dim=8).eval()
+    x = torch.randn(2, 6, 16)
+    out = gpt(x, mask=m, cond=torch.randn(2, 8))
+    torch.testing.assert_close(out, gpt.ln(x))                          # adaLN-Zero: a fresh trunk is the identity
+    with pytest.raises(Exception, match="GPT condition"):
+        gpt(x, mask=m)
+
+
+def test_carp_cli_tokenizer_then_policy_and_cached_decoding_equals_full(lift_base, tmp_path):
+    from robot_learning.policies.checkpoint import load_policy
+
+    rc, out = run_cli("tokenizer", "train", "--dataset", str(lift_base["demos"]), "--out", str(tmp_path / "tok"),
+                      "--steps", "20", "--batch-size", "32", "--no-progress")
+    assert rc == 0 and "codes used per scale" in out, out
+    summary = json.loads((tmp_path / "tok/summary.json").read_text())
+    assert summary["steps"] == 20 and summary["recon_mae_normalised"] > 0
+    rc, out = run_cli("train", "--dataset", str(lift_base["demos"]), "--out", str(tmp_path / "run"), "--policy", "carp",
+                      "--tokenizer", str(tmp_path / "tok"), "--steps", "2", "--batch-size", "8", "--eval-episodes", "0",
+                      "--no-progress")
+    assert rc == 0 and not (tmp_path / "run/tokenizer").exists()        # given, not trained again
+    pol = load_policy(tmp_path / "run")
+    tok = pol.tokenizer
+    from robot_learning.training.tokenizer import load_tokenizer
+    given, _, _ = load_tokenizer(tmp_path / "tok")
+    for k, v in given.state_dict().items():                             # the policy ships the tokenizer's weights
+        assert torch.equal(tok.state_dict()[k], v), k
+    rc, _ = run_cli("train", "--dataset", str(lift_base["demos"]), "--out", str(tmp_path / "bad"), "--policy", "carp",
+                    "--tokenizer", str(tmp_path / "tok"), "--horizon", "32", "--steps", "1", "--eval-episodes", "0",
+                    "--no-progress")
+    assert rc == 2                                                       # its horizon is 16
+    obs = lift_observations(pol, n=2)
+    pol.observe(obs[0])
+    w = pol.window()
+    pol.set_sampler("greedy")   # CARP samples top-k by default
+    cached = []
+    add = pol.tokenizer.add_scale
+    pol.tokenizer.add_scale = lambda f, idx, k: (cached.append(idx), add(f, idx, k))[1]
+    with torch.no_grad():   # cached passes, scale by scale == one full block-causal pass over the chosen tokens
+        seq = pol._sample(w, None, sample=False)
+        del pol.tokenizer.add_scale
+        cond = pol._condition(w)
+        f_hat = torch.zeros(1, pol.action_dim, 8, 4)
+        xs, chosen = [], []
+        for k, s in enumerate(pol.scales):
+            xs.append(pol._embed(f_hat, k))
+            x = torch.cat(xs, dim=1)
+            n = x.shape[1]
+            h = pol.gpt(x, mask=pol.mask[:n, :n], cond=cond)[:, -pol.action_dim * s:]
+            idx = pol.head(h).argmax(-1).reshape(1, pol.action_dim, s)
+            chosen.append(idx)
+            f_hat = pol.tokenizer.add_scale(f_hat, idx, k)
+        full = pol.tokenizer.decode(f_hat).clamp(-1, 1)
+    assert [torch.equal(a, b) for a, b in zip(cached, chosen)] == [True] * 4
+    torch.testing.assert_close(seq, full)
