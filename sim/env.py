@@ -132,6 +132,7 @@ class SimEnv:
         self._t_ns = 0
         self._obs: Observation | None = None
         self.steps = 0
+        self.instruction = self.task.instruction()
 
     # --- spaces ----------------------------------------------------------------------------
     @property
@@ -159,12 +160,14 @@ class SimEnv:
         """A control runtime for this env's robot and sensors at the task's rate, on the sim clock,
         pulling actions from ``source`` (an expert, a teleop device, a policy)."""
         rate = self.task.config.control_rate_hz
-        return ControlRuntime(self.robot, source, RuntimeConfig(rate_hz=rate, max_sensor_age_s=1.0 / rate,
-                                                                task=instruction or self.task.instruction()),
+        text = instruction if instruction is not None else self.instruction
+        return ControlRuntime(self.robot, source, RuntimeConfig(rate_hz=rate, max_sensor_age_s=1.0 / rate, task=text),
                               sensors=self.sensors, sinks=sinks, clock=self.world.clock, cartesian=cartesian)
 
     # --- episode ---------------------------------------------------------------------------
-    def reset(self, seed: int | None = None) -> Observation:
+    def reset(self, seed: int | None = None, instruction: str | None = None) -> Observation:
+        """A new episode (objects placed from ``seed``). ``instruction``: what the observations say instead of the
+        task's own instruction (an evaluation with a wrong or empty one); the task's success test is unchanged."""
         rng = np.random.default_rng(seed)
         self.world.reset_data()
         self.robot.set_joint_positions(np.asarray(self.robot.spec.home_qpos), gripper_pos=0.0)
@@ -173,6 +176,8 @@ class SimEnv:
             self.randomizer.apply(rng)
         self.world.forward()
         self.world.step(10)  # let contacts settle (20 ms)
+        self.instruction = instruction if instruction is not None else self.task.instruction()
+        self.runtime.set_task(self.instruction)
         self.runtime.begin()
         self._t_ns = self.world.now_ns()
         self.steps = 0

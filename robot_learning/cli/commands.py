@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import tyro
 
@@ -331,6 +332,9 @@ class EvalConfig:
     """Steering: pick by softmax(Q / beta); 0 = argmax."""
     record: Path | None = None
     """Record every episode (failures too, with success labels) into this dataset: rollouts for an offline critic."""
+    instruction: Literal["right", "wrong", "empty"] = "right"
+    """The instruction the policy is given: right (the task's), wrong (another goal of the same scene, e.g. another
+    colour in lift_color) or empty; success is always measured on the task's own goal (language following)."""
 
     def __post_init__(self) -> None:
         if self.episodes < 1:

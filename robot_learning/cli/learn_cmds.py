@@ -59,7 +59,8 @@ def run_eval(cfg: EvalConfig) -> int:
     out = cfg.out if cfg.out is not None else policy_dir.parent / f"eval-{datetime.now():%Y%m%d-%H%M%S}"
     out.mkdir(parents=True, exist_ok=True)
     results = evaluate(policy, task, seeds, robot=robot, video_dir=out if cfg.videos else None, videos=cfg.videos,
-                       progress=not cfg.json, record=cfg.record, notes=f"policy rollout: {policy_dir}")
+                       progress=not cfg.json, record=cfg.record, notes=f"policy rollout: {policy_dir}",
+                       instruction=cfg.instruction)
     sampler = policy.sampler
     summary = {"task": task, "robot": robot, "checkpoint": str(policy_dir),
                "sampler": getattr(sampler, "kind", None), "sampling_steps": getattr(sampler, "steps", None),
@@ -68,6 +69,8 @@ def run_eval(cfg: EvalConfig) -> int:
         summary["steer"] = {"critic": str(cfg.steer), "samples": cfg.samples, "beta": cfg.beta}
     if cfg.record is not None:
         summary["recorded"] = str(cfg.record)
+    if cfg.instruction != "right":
+        summary["instruction"] = cfg.instruction
     (out / "eval.json").write_text(json.dumps({**summary, "episodes_detail": [
         {"seed": r.seed, "success": r.success, "length": r.length, "max_reward": r.max_reward,
          "max_coverage": r.max_coverage} for r in results]}, indent=2))

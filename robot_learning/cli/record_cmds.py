@@ -113,14 +113,14 @@ def run_record(cfg: RecordConfig) -> int:
     recorder = Recorder(store, sensors)
     progress["recorder"] = recorder
     sinks = [recorder] + ([view] if view is not None else [])
-    instruction = cfg.task or env.task.instruction()
     expert = None if human else make_expert(env)
     kept, t0, i, attempt = 0, time.perf_counter(), 0, 0
     try:
         while i < cfg.episodes:
             seed = first_seed + i
             progress["episode"] = i
-            obs = env.reset(seed)
+            obs = env.reset(seed, instruction=cfg.task)
+            instruction = env.instruction
             if human:
                 source = TeleopSource(teleop)
             else:

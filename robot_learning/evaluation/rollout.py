@@ -116,11 +116,16 @@ def chunk_source(policy, env, seed: int, mode: str = "open-loop"):
 
 def rollout(env, policy, seed: int, video_path: Path | None = None, fps: float = 10.0,
             mode: str = "open-loop", recorder=None, notes: str = "policy rollout", sinks: tuple = (),
-            wrap_source=None) -> EpisodeResult:
+            wrap_source=None, instruction: str = "right") -> EpisodeResult:
     """One episode; ``recorder`` (a ``Recorder`` on ``env``'s schema) keeps it with its success label; ``sinks``:
     more runtime sinks (each sees every tick: the RL actor's transitions); ``wrap_source``: a function of the
-    policy's action source returning the one the runtime pulls from (a human takeover's ``InterventionSource``)."""
+    policy's action source returning the one the runtime pulls from (a human takeover's ``InterventionSource``).
+    ``instruction``: what the observations say: ``right`` (the task's), ``wrong`` (another goal in the same scene) or
+    ``empty``; success is always the task's own goal."""
     env.reset(seed)
+    if instruction != "right":
+        text = "" if instruction == "empty" else env.task.wrong_instruction(np.random.default_rng([seed, 1]))
+        env.reset(seed, instruction=text)
     executor = chunk_source(policy, env, seed, mode)
     source = wrap_source(executor) if wrap_source is not None else executor
     video = _SceneVideo(env.world) if video_path is not None else None
@@ -170,11 +175,13 @@ def rollout(env, policy, seed: int, video_path: Path | None = None, fps: float =
 
 def evaluate(policy, task: str, seeds, *, robot: str = "panda", video_dir: Path | None = None, videos: int = 4,
              progress: bool = False, env=None, mode: str = "open-loop", record: Path | None = None,
-             notes: str = "policy rollout", realtime: bool = False) -> list[EpisodeResult]:
+             notes: str = "policy rollout", realtime: bool = False,
+             instruction: str = "right") -> list[EpisodeResult]:
     """One rollout per seed (see the module docstring); videos of the first ``videos`` episodes. ``mode``: how
     chunks are played (``chunk_source``); any but ``open-loop`` steps the twin in real time (``realtime``: open-loop
     too, so the robot waits on each inference as it would on hardware). ``record``: a dataset
-    that keeps every episode, failures too, with its success label and seed (data for an offline critic)."""
+    that keeps every episode, failures too, with its success label and seed (data for an offline critic).
+    ``instruction``: right | wrong | empty (see ``rollout``)."""
     import dataclasses
 
     from robot_learning.sim.env import SimEnv
@@ -197,7 +204,8 @@ def evaluate(policy, task: str, seeds, *, robot: str = "panda", video_dir: Path 
         try:
             for k, seed in enumerate(it):
                 path = Path(video_dir) / f"{task}_seed{seed}.mp4" if video_dir is not None and k < videos else None
-                results.append(rollout(env, policy, seed, path, mode=mode, recorder=recorder, notes=notes))
+                results.append(rollout(env, policy, seed, path, mode=mode, recorder=recorder, notes=notes,
+                                       instruction=instruction))
                 if progress:
                     it.set_postfix(success=f"{np.mean([r.success for r in results]):.2f}")
         finally:

@@ -1,6 +1,7 @@
-"""What every learned action-chunk policy shares (diffusion / flow, ACT, autoregressive): features,
-the strict normaliser that ships with the weights, the per-input observation encoder, the
-observation history, the ``Policy`` interface and checkpoints.
+"""What every learned action-chunk policy shares (diffusion / flow, ACT, autoregressive, CARP): features,
+the strict normaliser that ships with the weights, the per-input observation encoder (an instruction, a
+``language`` feature, enters as its frozen sentence embedding: ``policies.text``), the observation history,
+the ``Policy`` interface and checkpoints.
 
 A family subclasses ``ChunkPolicy`` and provides ``compute_loss(batch)`` (training) and
 ``_sample(batch, generator, sample)`` ((B, Tp, Da) normalised action sequences). The sequence
@@ -67,10 +68,16 @@ def config_from_json(cls, d: Mapping[str, Any]):
     return cls(**out)
 
 
-def encoder_inputs(features: FeatureSet) -> list[InputSpec]:
-    """The encoder's inputs for observation features (images become CHW)."""
+def encoder_inputs(features: FeatureSet, text_dim: int | None = None) -> list[InputSpec]:
+    """The encoder's inputs for observation features (images become CHW; an instruction is its sentence embedding,
+    ``text_dim`` wide, a state-like input)."""
     out = []
     for s in features:
+        if s.kind is FeatureKind.LANGUAGE:
+            if text_dim is None:
+                raise ConfigError(f"policy observation {s.name}: language needs a text encoder")
+            out.append(InputSpec(OBS_PREFIX + s.name, "state", (int(text_dim),)))
+            continue
         if s.kind is FeatureKind.RGB:
             out.append(InputSpec(OBS_PREFIX + s.name, "rgb", (3, s.shape[0], s.shape[1])))
         elif s.kind is FeatureKind.DEPTH:
@@ -117,7 +124,13 @@ class ChunkPolicy(nn.Module):
         if normalizer.shape("action") != (self.action_dim,):
             raise SpecMismatchError.expected("action statistics shape", (self.action_dim,), normalizer.shape("action"))
         self.normalizer = normalizer
-        self.encoder_inputs = encoder_inputs(observation_features)
+        self.language = [s.name for s in observation_features if s.kind is FeatureKind.LANGUAGE]
+        if self.language:
+            from robot_learning.policies.text import DEFAULT_TEXT_ENCODER, text_dim
+
+            self.meta.setdefault("text_encoder", DEFAULT_TEXT_ENCODER)
+            dim = text_dim(self.meta["text_encoder"])
+        self.encoder_inputs = encoder_inputs(observation_features, dim if self.language else None)
         self.encoder = ObservationEncoder(self.encoder_inputs, config.encoder)
         self.history = ObservationHistory(observation_features, config.To)
         self.generator = torch.Generator().manual_seed(0)
@@ -188,6 +201,11 @@ class ChunkPolicy(nn.Module):
         out = {}
         stacked = (history or self.history).stacked()
         for s in self.observation_features:
+            if s.kind is FeatureKind.LANGUAGE:   # instructions -> (1, To, D) sentence embeddings
+                from robot_learning.policies.text import embed
+
+                out[OBS_PREFIX + s.name] = torch.from_numpy(embed(stacked[s.name], self.meta["text_encoder"]))[None].to(dev)
+                continue
             x = torch.from_numpy(np.ascontiguousarray(stacked[s.name]))
             if s.kind is FeatureKind.RGB:
                 x = x.permute(0, 3, 1, 2)

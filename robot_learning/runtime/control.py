@@ -132,6 +132,14 @@ class ControlRuntime:
         self._last_executed: Action | None = None
         self._hold_reason: str | None = None  # set while the robot is held; cleared by a fresh action
         self._index = 0
+        self.task_text = config.task
+
+    def set_task(self, text: str) -> None:
+        """Change the instruction observations carry from now on (a new episode's task)."""
+        if self.config.task is None:
+            raise SpecMismatchError.expected("runtime for set_task", "one built with an instruction (task=...)",
+                                             "none: its observations have no language feature")
+        self.task_text = str(text)
 
     def _build_obs_features(self) -> FeatureSet:
         feats = self.robot.state_features
@@ -154,7 +162,7 @@ class ControlRuntime:
             t_cap.update({k: sample.t_capture_ns for k in sample.value})
             t_recv.update({k: sample.t_receive_ns for k in sample.value})
         if self.config.task is not None:
-            values["task"] = self.config.task
+            values["task"] = self.task_text
             t_cap["task"] = t_ns
         return Observation(t_ns=t_ns, features=self.observation_features, values=values, t_capture_ns=t_cap,
                            t_receive_ns=t_recv)

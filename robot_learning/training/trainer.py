@@ -59,7 +59,9 @@ def prepare(cfg: TrainConfig, device: torch.device):
     if not store.episodes:
         raise ConfigError(f"--dataset {cfg.dataset}: no committed episodes")
     schema = store.schema
-    available = FeatureSet(s for st in schema.streams for s in st.features)
+    from robot_learning.runtime.control import TASK_FEATURE
+
+    available = FeatureSet(s for st in schema.streams for s in st.features) + FeatureSet([TASK_FEATURE])
     robot_stream = [st for st in schema.streams if st.name == "robot"]
     proprio = robot_stream[0].features.of_kind(FeatureKind.STATE) if robot_stream else FeatureSet()
     features = select_features(cfg.obs, available, proprio)
@@ -70,7 +72,8 @@ def prepare(cfg: TrainConfig, device: torch.device):
 
         tok, tok_norm = carp_tokenizer(cfg, store, schema.action_features)
     dcfg = policy_config(cfg, has_images, tokenizer=tok.config if tok is not None else None)
-    sampler = WindowSampler(store, list(features.names), To=dcfg.To, Tp=dcfg.Tp, Ta=dcfg.Ta)
+    sampler = WindowSampler(store, [s.name for s in features if s.kind is not FeatureKind.LANGUAGE], To=dcfg.To,
+                            Tp=dcfg.Tp, Ta=dcfg.Ta)
     stats = sampler.output_stats(load_stats(store))
     if tok is not None:   # actions scaled as the tokenizer was trained
         stats["action"] = tok_norm.stats("action")
@@ -146,6 +149,11 @@ def train(cfg: TrainConfig) -> dict:
 
     t_load = time.perf_counter()
     data = DenseWindows(sampler, device=device, progress=cfg.progress)
+    if policy.language:
+        from robot_learning.training.language import WithInstructions
+
+        data = WithInstructions(data, sampler, store, policy.language, policy.meta["text_encoder"], policy.config.To)
+        print(f"train: instructions {data.instructions}", flush=True)
     load_s = time.perf_counter() - t_load
     if hasattr(policy, "fit_data"):   # e.g. the autoregressive policy's quantile bins (restored on --resume)
         policy.fit_data(data)

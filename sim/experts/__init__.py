@@ -8,6 +8,7 @@ from robot_learning.errors import ConfigError
 
 _EXPERTS = {
     "lift": "robot_learning.sim.experts.pick_place:LiftExpert",
+    "lift_color": "robot_learning.sim.experts.pick_place:LiftColorExpert",
     "stack": "robot_learning.sim.experts.pick_place:StackExpert",
     "push_t": "robot_learning.sim.experts.push_t:PushTExpert",
     "insertion": "robot_learning.sim.experts.insertion:InsertionExpert",

@@ -10,10 +10,12 @@ from robot_learning.sim.tasks.base import quat_yaw
 
 
 class LiftExpert(ScriptedExpert):
+    cube = "cube"
+
     def plan(self, obs: Observation) -> list[Waypoint]:
         s, h = self.scale, self.env.task.half
-        p = np.asarray(obs["cube_pos_m"], dtype=np.float64)
-        yaw = self.grasp_yaw(quat_yaw(np.asarray(obs["cube_quat_wxyz"])))
+        p = np.asarray(obs[f"{self.cube}_pos_m"], dtype=np.float64)
+        yaw = self.grasp_yaw(quat_yaw(np.asarray(obs[f"{self.cube}_quat_wxyz"])))
         grasp = self.grasp_point(np.array([p[0], p[1], 0.8 * h]), yaw, h)
         above = grasp + [0, 0, 0.08 * s + h]
         return [
@@ -22,6 +24,14 @@ class LiftExpert(ScriptedExpert):
             Waypoint(grasp, yaw, 1.0, dwell_s=0.6),
             Waypoint(p + [0, 0, 0.16 * s + h], yaw, 1.0, speed_m_s=0.15 * s + 0.03, dwell_s=2.0),
         ]
+
+
+class LiftColorExpert(LiftExpert):
+    """lift_color: the lift plan for the cube the instruction names (the expert is told, as a human would be)."""
+
+    @property
+    def cube(self) -> str:
+        return f"cube_{self.env.task.target}"
 
 
 class StackExpert(ScriptedExpert):

@@ -82,7 +82,13 @@ class Task(ABC):
     def success(self, world: SimWorld) -> bool: ...
 
     @abstractmethod
-    def instruction(self) -> str: ...
+    def instruction(self) -> str:
+        """This episode's instruction (after ``reset``)."""
+
+    def wrong_instruction(self, rng: np.random.Generator) -> str:
+        """An instruction for another goal in this episode's scene (language-following evaluations)."""
+        raise ConfigError(f"task {self.name!r} has a single goal: no wrong instruction to give (use a task with "
+                          f"several, such as lift_color)")
 
     @property
     @abstractmethod

@@ -11,6 +11,7 @@ from robot_learning.sim.tasks.base import Task
 
 _BUILTIN = {
     "lift": "robot_learning.sim.tasks.lift:Lift",
+    "lift_color": "robot_learning.sim.tasks.lift_color:LiftColor",
     "stack": "robot_learning.sim.tasks.stack:Stack",
     "push_t": "robot_learning.sim.tasks.push_t:PushT",
     "insertion": "robot_learning.sim.tasks.insertion:Insertion",

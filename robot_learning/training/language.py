@@ -1,0 +1,51 @@
+"""Training batches with the episode's instruction: the dataset keeps one instruction per episode (its ``task``
+metadata); a language-conditioned policy sees it at every observation step as a sentence embedding."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import torch
+
+from robot_learning.datasets.stats import OBS_PREFIX
+from robot_learning.errors import ConfigError
+
+
+class WithInstructions:
+    """``DenseWindows`` plus ``obs.<name>`` (B, To, D): the embedding of each item's episode instruction."""
+
+    def __init__(self, data, sampler, store, names: list[str], encoder: str, To: int):
+        from robot_learning.policies.text import embed
+
+        by_index = {e.index: e for e in store.episodes}
+        eps = sampler.index[:, 0]
+        texts = []
+        for i in np.unique(eps):
+            task = getattr(by_index[int(i)], "task", None)
+            if task is None:
+                raise ConfigError(f"episode {int(i)} has no instruction (task); --obs language needs every episode's")
+            texts.append(str(task))
+        uniq = sorted(set(texts))
+        table = torch.from_numpy(embed(uniq, encoder))
+        text_of = dict(zip(np.unique(eps).tolist(), texts))
+        self.row = torch.tensor([uniq.index(text_of[int(e)]) for e in eps], dtype=torch.int64, device=data.device)
+        self.table = table.to(data.device)
+        self.data, self.names, self.To = data, list(names), int(To)
+        self.instructions = uniq
+        self.nbytes = data.nbytes
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def batch(self, items) -> Mapping[str, torch.Tensor]:
+        out = dict(self.data.batch(items))
+        idx = torch.as_tensor(items, dtype=torch.int64, device=self.row.device)
+        emb = self.table[self.row[idx]]
+        for n in self.names:
+            out[OBS_PREFIX + n] = emb[:, None].expand(-1, self.To, -1)
+        return out
+
+    @property
+    def tables(self):
+        return self.data.tables
