@@ -81,7 +81,8 @@ def run_eval(cfg: EvalConfig) -> int:
         print(f"{task} ({robot}): success {summary['success_rate']:.2f} over {summary['episodes']} held-out episodes "
               f"(seeds {seeds[0]}..{seeds[-1]}, 95% CI {lo:.2f}-{hi:.2f}); mean length "
               f"{summary['mean_episode_length']:.1f} ticks; latency p50 {summary['latency_ms_p50']:.1f} ms, "
-              f"p90 {summary['latency_ms_p90']:.1f} ms per chunk ({summary['sampler']}-{summary['sampling_steps']})")
+              f"p90 {summary['latency_ms_p90']:.1f} ms per chunk ({summary['sampler'] or 'no sampler'}"
+              f"{'-' + str(summary['sampling_steps']) if summary['sampling_steps'] else ''})")
         if "mean_max_coverage" in summary:
             print(f"mean max coverage {summary['mean_max_coverage']:.3f}")
         print(f"videos and eval.json in {out}")

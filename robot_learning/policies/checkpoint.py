@@ -36,6 +36,7 @@ POLICY_CLASSES = {"diffusion": "robot_learning.policies.diffusion:DiffusionPolic
                   "act": "robot_learning.policies.act:ACTPolicy",
                   "ar": "robot_learning.policies.autoregressive:AutoregressivePolicy",
                   "carp": "robot_learning.policies.carp:CARPPolicy",
+                  "vla": "robot_learning.policies.vla:VLAPolicy",
                   "residual": "robot_learning.policies.residual:ResidualPolicy",
                   "steered": "robot_learning.policies.steered:SteeredPolicy"}
 WRAPPERS = {"steered"}   # kinds with no weights of their own: their parts are sub-folders

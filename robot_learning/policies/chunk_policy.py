@@ -131,12 +131,22 @@ class ChunkPolicy(nn.Module):
             self.meta.setdefault("text_encoder", DEFAULT_TEXT_ENCODER)
             dim = text_dim(self.meta["text_encoder"])
         self.encoder_inputs = encoder_inputs(observation_features, dim if self.language else None)
-        self.encoder = ObservationEncoder(self.encoder_inputs, config.encoder)
+        self.encoder = self._build_encoder()
         self.history = ObservationHistory(observation_features, config.To)
         self.generator = torch.Generator().manual_seed(0)
         self.last_latency_s = 0.0
 
     # --- for the families --------------------------------------------------------------------
+    def _build_encoder(self) -> nn.Module | None:
+        return ObservationEncoder(self.encoder_inputs, self.config.encoder)
+
+    def text_features(self, texts) -> torch.Tensor:
+        """What the policy reads of each instruction: (N, To, D) sentence embeddings (the same at every step)."""
+        from robot_learning.policies.text import embed
+
+        e = torch.from_numpy(embed(list(texts), self.meta["text_encoder"]))
+        return e[:, None].expand(-1, self.config.To, -1).contiguous()
+
     def compute_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
@@ -201,10 +211,8 @@ class ChunkPolicy(nn.Module):
         out = {}
         stacked = (history or self.history).stacked()
         for s in self.observation_features:
-            if s.kind is FeatureKind.LANGUAGE:   # instructions -> (1, To, D) sentence embeddings
-                from robot_learning.policies.text import embed
-
-                out[OBS_PREFIX + s.name] = torch.from_numpy(embed(stacked[s.name], self.meta["text_encoder"]))[None].to(dev)
+            if s.kind is FeatureKind.LANGUAGE:   # the newest instruction, as the policy reads text
+                out[OBS_PREFIX + s.name] = self.text_features([str(stacked[s.name][-1])]).to(dev)
                 continue
             x = torch.from_numpy(np.ascontiguousarray(stacked[s.name]))
             if s.kind is FeatureKind.RGB:

@@ -23,10 +23,11 @@ class TrainConfig:
     """Dataset folder (recorded with `robot-learning record`)."""
     out: Path
     """Run folder: policy/ (for eval and deploy), checkpoint/ (resume), logs, curves.png, videos."""
-    policy: Literal["diffusion", "flow", "act", "ar", "carp"] = "diffusion"
+    policy: Literal["diffusion", "flow", "act", "ar", "carp", "vla"] = "diffusion"
     """Policy family: diffusion (DDPM, sampled with DDIM), flow (flow matching, Euler steps), act (ACT: CVAE
     transformer, temporal ensembling), ar (GPT over binned action tokens), carp (coarse-to-fine GPT over
-    multi-scale VQ tokens; trains its tokenizer first unless --tokenizer is given)."""
+    multi-scale VQ tokens; trains its tokenizer first unless --tokenizer is given), vla (vision encoder + language
+    trunk, the instruction in, actions through token bins or a flow-matching expert; always reads the instruction)."""
     obs: str = "state"
     """What the policy sees, comma-separated: state (every state feature, sim object state included), proprio (the
     robot's own state only), rgb (every camera), depth, tactile, language (the episode's instruction, as a
@@ -58,7 +59,7 @@ class TrainConfig:
     """Ta: executed action steps per inference (ACT with temporal ensembling infers every tick)."""
     sampler: Literal["ddpm", "ddim", "edm", "euler", "greedy", "sample"] | None = None
     """Sampler saved as the policy's default (eval can override): diffusion ddpm | ddim (default) | edm; flow euler;
-    ar greedy (default) | sample; carp sample (top-k 10, default) | greedy."""
+    ar greedy (default) | sample; carp sample (top-k 10, default) | greedy; vla greedy | sample (bins), euler (flow)."""
     kl_weight: float = 10.0
     """act: weight of the CVAE's KL term (ACT: 10)."""
     temporal_ensemble: bool = True
@@ -71,6 +72,15 @@ class TrainConfig:
     """carp: a stage-1 tokenizer folder (`robot-learning tokenizer train`); default: train one into OUT/tokenizer."""
     tokenizer_steps: int = 3000
     """carp: steps of that tokenizer training when --tokenizer is not given."""
+    vla_head: Literal["bins", "flow"] = "bins"
+    """vla: actions as token bins predicted by the trunk (OpenVLA) or a flow-matching action expert (SmolVLA)."""
+    vla_trunk: Path | None = None
+    """vla: a local transformers causal-LM folder (real weights, e.g. Qwen2 / SmolLM); default: a small random
+    Llama-style trunk built from a config."""
+    vla_vision: Path | None = None
+    """vla: a local transformers vision folder (SigLIP / ViT / DINOv2); default: a small random SigLIP tower."""
+    lora_rank: int | None = None
+    """vla: LoRA rank on the trunk's linear layers (peft); default 32 with --vla-trunk, 0 (train it all) without."""
     eval_every: int = 0
     """Evaluate in sim every N steps (0: only at the end)."""
     eval_episodes: int = 10
@@ -102,6 +112,8 @@ class TrainConfig:
             raise ConfigError.expected("--batch-size", ">= 1", self.batch_size)
         if self.lr is not None and not self.lr > 0:
             raise ConfigError.expected("--lr", "> 0", self.lr)
+        if self.lora_rank is not None and self.lora_rank < 0:
+            raise ConfigError.expected("--lora-rank", ">= 0", self.lora_rank)
         if self.obs_steps is not None and self.obs_steps < 1:
             raise ConfigError.expected("--obs-steps", ">= 1", self.obs_steps)
         if self.eval_every < 0 or self.eval_episodes < 0:

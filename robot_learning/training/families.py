@@ -11,12 +11,13 @@ CLASSES = {"diffusion": "robot_learning.policies.diffusion:DiffusionPolicy",
            "flow": "robot_learning.policies.diffusion:DiffusionPolicy",
            "act": "robot_learning.policies.act:ACTPolicy",
            "ar": "robot_learning.policies.autoregressive:AutoregressivePolicy",
-           "carp": "robot_learning.policies.carp:CARPPolicy"}
+           "carp": "robot_learning.policies.carp:CARPPolicy",
+           "vla": "robot_learning.policies.vla:VLAPolicy"}
 SAMPLERS = {"diffusion": ("ddpm", "ddim", "edm"), "flow": ("euler",), "act": (), "ar": ("greedy", "sample"),
-            "carp": ("sample", "greedy")}
+            "carp": ("sample", "greedy"), "vla": ("greedy", "sample", "euler")}
 # flags that shape the network: --resume refuses a change of any of them
 SHAPE_KEYS = ("policy", "obs", "size", "denoiser", "obs_steps", "horizon", "action_steps", "bins", "binning",
-              "tokenizer")
+              "tokenizer", "vla_head", "vla_trunk", "vla_vision", "lora_rank")
 
 
 def effective_flags(flags: dict) -> dict:
@@ -89,6 +90,21 @@ def policy_config(cfg: TrainConfig, has_images: bool, tokenizer=None):
         size = dict(d_model=512, n_layers=8, n_heads=8) if paper else {}
         return CARPConfig(To=cfg.obs_steps or 2, Tp=cfg.horizon, Ta=cfg.action_steps, tokenizer=tokenizer,
                           decoding=cfg.sampler or "sample", encoder=_encoder(cfg), **size)
+    if fam == "vla":
+        from robot_learning.policies.vla import VLAConfig
+
+        to, head = cfg.obs_steps or 1, cfg.vla_head
+        if cfg.sampler is not None and (cfg.sampler == "euler") != (head == "flow"):
+            raise ConfigError.expected(f"--sampler of a vla policy with --vla-head {head}",
+                                       "euler" if head == "flow" else "greedy or sample", repr(cfg.sampler))
+        lora = cfg.lora_rank if cfg.lora_rank is not None else (32 if cfg.vla_trunk is not None else 0)
+        size = dict(trunk_hidden=256, trunk_layers=4, vision_hidden=128, vision_layers=4) if paper else {}
+        return VLAConfig(To=to, Tp=cfg.horizon if head == "flow" else to - 1 + cfg.action_steps,
+                         Ta=cfg.action_steps, head=head, n_bins=cfg.bins,
+                         trunk_path=str(cfg.vla_trunk) if cfg.vla_trunk else None,
+                         vision_path=str(cfg.vla_vision) if cfg.vla_vision else None, lora_rank=lora,
+                         decoding=cfg.sampler if cfg.sampler in ("greedy", "sample") else "greedy",
+                         encoder=_encoder(cfg), **size)
     from robot_learning.policies.autoregressive import ARConfig
 
     to = cfg.obs_steps or 2

@@ -13,11 +13,10 @@ from robot_learning.errors import ConfigError
 
 
 class WithInstructions:
-    """``DenseWindows`` plus ``obs.<name>`` (B, To, D): the embedding of each item's episode instruction."""
+    """``DenseWindows`` plus ``obs.<name>``: what the policy reads of each item's episode instruction
+    (``policy.text_features``: sentence embeddings (B, To, D), or a VLA's token ids)."""
 
-    def __init__(self, data, sampler, store, names: list[str], encoder: str, To: int):
-        from robot_learning.policies.text import embed
-
+    def __init__(self, data, sampler, store, policy):
         by_index = {e.index: e for e in store.episodes}
         eps = sampler.index[:, 0]
         texts = []
@@ -27,11 +26,11 @@ class WithInstructions:
                 raise ConfigError(f"episode {int(i)} has no instruction (task); --obs language needs every episode's")
             texts.append(str(task))
         uniq = sorted(set(texts))
-        table = torch.from_numpy(embed(uniq, encoder))
+        table = policy.text_features(uniq)
         text_of = dict(zip(np.unique(eps).tolist(), texts))
         self.row = torch.tensor([uniq.index(text_of[int(e)]) for e in eps], dtype=torch.int64, device=data.device)
         self.table = table.to(data.device)
-        self.data, self.names, self.To = data, list(names), int(To)
+        self.data, self.names = data, list(policy.language)
         self.instructions = uniq
         self.nbytes = data.nbytes
 
@@ -41,9 +40,9 @@ class WithInstructions:
     def batch(self, items) -> Mapping[str, torch.Tensor]:
         out = dict(self.data.batch(items))
         idx = torch.as_tensor(items, dtype=torch.int64, device=self.row.device)
-        emb = self.table[self.row[idx]]
+        feats = self.table[self.row[idx]]
         for n in self.names:
-            out[OBS_PREFIX + n] = emb[:, None].expand(-1, self.To, -1)
+            out[OBS_PREFIX + n] = feats
         return out
 
     @property

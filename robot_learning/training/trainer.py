@@ -65,6 +65,8 @@ def prepare(cfg: TrainConfig, device: torch.device):
     robot_stream = [st for st in schema.streams if st.name == "robot"]
     proprio = robot_stream[0].features.of_kind(FeatureKind.STATE) if robot_stream else FeatureSet()
     features = select_features(cfg.obs, available, proprio)
+    if cfg.policy == "vla" and not any(s.kind is FeatureKind.LANGUAGE for s in features):
+        features = features + FeatureSet([TASK_FEATURE])   # a VLA always reads the instruction
     has_images = any(s.kind in (FeatureKind.RGB, FeatureKind.DEPTH) for s in features)
     tok = None
     if cfg.policy == "carp":
@@ -152,7 +154,7 @@ def train(cfg: TrainConfig) -> dict:
     if policy.language:
         from robot_learning.training.language import WithInstructions
 
-        data = WithInstructions(data, sampler, store, policy.language, policy.meta["text_encoder"], policy.config.To)
+        data = WithInstructions(data, sampler, store, policy)
         print(f"train: instructions {data.instructions}", flush=True)
     load_s = time.perf_counter() - t_load
     if hasattr(policy, "fit_data"):   # e.g. the autoregressive policy's quantile bins (restored on --resume)
