@@ -32,6 +32,9 @@ VARIANTS = {   # name -> train flags
     "act-open-loop": ["--policy", "act", "--no-temporal-ensemble"],
     "ar": ["--policy", "ar"],
     "ar-quantile": ["--policy", "ar", "--binning", "quantile"],
+    "carp": ["--policy", "carp"],
+    "vla-bins": ["--policy", "vla", "--vla-head", "bins"],
+    "vla-flow": ["--policy", "vla", "--vla-head", "flow"],
 }
 
 
@@ -112,7 +115,15 @@ def main() -> None:
                      "parameters": summary["parameters"], "eval_latency_p50_ms": round(ev["latency_ms_p50"], 1)}
         print(f"{fam}: success {ev['success_rate']:.2f} over {ev['episodes']} episodes", flush=True)
     task = json.loads((a.out / a.families[0] / "policy" / "config.json").read_text())["meta"]["robot"]["task"]
-    lat = latencies({f: load_policy(a.out / f) for f in a.families}, a.latency_rounds, 8, task)
+    policies = {f: load_policy(a.out / f) for f in a.families}
+    if "diffusion" in policies:   # the same diffusion network sampled both ways (CARP's comparison)
+        import copy
+
+        for kind, steps in (("ddpm", 100), ("ddim", 10)):
+            p = copy.deepcopy(policies["diffusion"])
+            p.set_sampler(kind, steps)
+            policies[f"diffusion {kind}-{steps}"] = p
+    lat = latencies(policies, a.latency_rounds, 8, task)
     for f in a.families:
         rows[f]["latency"] = lat[f]
     print(f"\n| family | success ({a.episodes} held-out episodes, 95% CI) | train steps | train min | params | "
@@ -121,7 +132,13 @@ def main() -> None:
     for f, r in rows.items():
         print(f"| {f} | {r['success']:.2f} ({r['ci95'][0]:.2f}-{r['ci95'][1]:.2f}) | {r['train_steps']} | "
               f"{r['train_min']} | {r['parameters'] / 1e6:.2f}M | {r['latency']['p50_ms']} / {r['latency']['p90_ms']} ms |")
-    line = {"bench": "families", "date": datetime.date.today().isoformat(), "machine": platform.node(),
+    print("\n| policy | inference latency p50 / p90 (one thread, interleaved rounds) | vs diffusion ddim-10 |")
+    print("|---|---|---:|")
+    ref = lat.get("diffusion ddim-10", {}).get("p50_ms")
+    for k, v in lat.items():
+        ratio = f"{v['p50_ms'] / ref:.2f}x" if ref else "-"
+        print(f"| {k} | {v['p50_ms']} / {v['p90_ms']} ms | {ratio} |")
+    line = {"bench": "families", "latency": lat, "date": datetime.date.today().isoformat(), "machine": platform.node(),
             "cpus": os.cpu_count(), "threads": a.threads, "dataset": str(a.dataset), "obs": a.obs,
             "minutes": a.minutes, "seed": a.seed, "rows": rows}
     print(json.dumps(line))

@@ -187,7 +187,7 @@ def test_token_is_required_and_checked(local, monkeypatch):
     cfg = ServeConfig(checkpoint="run", host="0.0.0.0")
     assert cfg.token == "from-env" and "from-env" not in repr(cfg)
     with pytest.raises(ConfigError, match="--sampler"):
-        ServeConfig(checkpoint="run", sampler="euler")
+        ServeConfig(checkpoint="run", sampler="dpm")
 
 
 class _InstructionPolicy:
