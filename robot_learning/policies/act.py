@@ -29,7 +29,6 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from robot_learning.core.features import FeatureSet
