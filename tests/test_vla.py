@@ -72,9 +72,20 @@ def test_vla_trains_resumes_reloads_in_a_fresh_process_and_evaluates(camera_demo
     assert np.array_equal(np.load(tmp_path / "a.npy"), here) and np.all(np.isfinite(here))
     rc, out = run_cli("eval", "--checkpoint", str(run), "--episodes", "1", "--videos", "0", "--out", str(tmp_path / "e"))
     assert rc == 0 and "lift_color" in out
-    samples, _ = pol.sample_chunks(SimEnv(SimEnvConfig(task="lift_color", cameras=("front",),
-                                                       image_size=64)).reset(5), 3)
+    with SimEnv(SimEnvConfig(task="lift_color", cameras=("front",), image_size=64)) as sim:
+        obs = sim.reset(5)
+    samples, _ = pol.sample_chunks(obs, 3)
     assert samples.shape == (3, 8, 8) and not np.array_equal(samples[0], samples[1])
+    if head == "flow":   # served over a real socket, the instruction a string in the message
+        from robot_learning.deploy.client import PolicyClient
+        from robot_learning.deploy.server import PolicyServer
+
+        with PolicyServer(load_policy(run), port=0) as server, PolicyClient(f"ws://127.0.0.1:{server.port}") as pc:
+            assert "task" in pc.spec()["observation_features"][-1]["name"]
+            pc.reset(4)
+            got = pc.infer(dict(obs.values), obs.t_ns)
+        pol.reset(4)
+        np.testing.assert_allclose(got.actions, pol.infer(obs).actions, rtol=1e-5, atol=1e-6)
 
 
 def _tiny_folders(d):
