@@ -2,9 +2,10 @@
 in, actions out through token bins (OpenVLA) or a flow-matching action expert (SmolVLA / pi0).
 
 Sequence into the trunk: each camera's patch embeddings (the vision encoder's last hidden state, projected to the
-trunk's width, plus a learned camera embedding) of the newest observation, one token of the normalised robot /
-object state (all ``To`` steps), then the instruction's tokens (the trunk folder's tokenizer, or UTF-8 bytes for
-a trunk built from a config), padded to ``max_text_tokens`` (padding masked out).
+trunk's width, plus a learned camera embedding) of the newest observation, its pixels normalised with the vision
+folder's image-processor mean / std (SigLIP's 0.5 / 0.5 by default) and resized to its image size; one token of
+the normalised robot / object state (all ``To`` steps); then the instruction's tokens (the trunk folder's
+tokenizer, or UTF-8 bytes for a trunk built from a config), padded to ``max_text_tokens`` (padding masked out).
 
 - ``head="bins"``: actions normalised by the 1st-99th percentile to [-1, 1] and cut into ``n_bins`` uniform bins per
   dimension, mapped onto the last ``n_bins`` ids of the trunk's vocabulary (OpenVLA); the trunk predicts the ``Ta``
@@ -38,8 +39,8 @@ from robot_learning.errors import ConfigError, SpecMismatchError
 from robot_learning.policies.autoregressive import Decoding
 from robot_learning.policies.chunk_policy import (ChunkPolicy, check_norms, check_windows, config_from_json,
                                                   config_to_json)
-from robot_learning.policies.nets.encoders import EncoderConfig, ObservationEncoder, image_to_unit
-from robot_learning.policies.nets.vla_parts import BYTE_VOCAB, ActionExpert, build_trunk, build_vision
+from robot_learning.policies.nets.encoders import EncoderConfig, ObservationEncoder
+from robot_learning.policies.nets.vla_parts import BYTE_VOCAB, ActionExpert, build_trunk, build_vision, image_stats
 from robot_learning.policies.samplers import FlowSampler
 
 HEADS = ("bins", "flow")
@@ -130,6 +131,9 @@ class VLAPolicy(ChunkPolicy):
             if c.vision_path is not None:
                 self.vision.requires_grad_(False)
                 self.frozen_prefixes.append("vision.")
+            mean, std = image_stats(c.vision_path)   # the folder's image processor statistics
+            self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+            self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
             self.vision_proj = nn.Linear(vh, h)
             self.camera_emb = nn.Parameter(torch.zeros(len(self.cameras), 1, h))
         self.state_proj = nn.Linear(c.To * self.encoder.out_dim, h) if self.encoder is not None else None
@@ -161,7 +165,8 @@ class VLAPolicy(ChunkPolicy):
         b = ids.shape[0]
         for k, cam in enumerate(self.cameras):
             x = batch[OBS_PREFIX + cam][:, -1]
-            x = image_to_unit(x) if x.dtype == torch.uint8 else x.float()
+            x = x.float() / 255.0 if x.dtype == torch.uint8 else (x.float() + 1) / 2   # [0, 1]
+            x = (x - self.pixel_mean) / self.pixel_std
             if x.shape[-1] != self.image_size:
                 x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
             p = self.vision_proj(self.vision(pixel_values=x).last_hidden_state) + self.camera_emb[k]

@@ -84,6 +84,20 @@ def build_trunk(path: str | None, vocab: int, hidden: int, layers: int, heads: i
     return LlamaForCausalLM(cfg), ByteTokenizer()
 
 
+def image_stats(path: Path | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The per-channel mean / std a vision folder's image processor normalises with (preprocessor_config.json);
+    SigLIP's (0.5, 0.5: pixels to [-1, 1]) for a tower built from a config or a folder without one."""
+    import json
+
+    f = None if path is None else Path(path) / "preprocessor_config.json"
+    if f is not None and f.is_file():
+        d = json.loads(f.read_text())
+        mean, std = d.get("image_mean"), d.get("image_std")
+        if isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) == 3:
+            return tuple(map(float, mean)), tuple(map(float, std))
+    return (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+
+
 def build_vision(path: str | None, image_size: int, hidden: int, layers: int, heads: int, patch: int):
     """(vision model returning last_hidden_state, its image size, its hidden width): a local folder (SigLIP, ViT,
     DINOv2 or a CLIP/SigLIP whose vision tower is taken), or a SigLIP vision tower built from a small config."""
