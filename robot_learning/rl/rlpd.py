@@ -245,6 +245,9 @@ def finetune_rlpd(cfg: FinetuneRLPDConfig) -> dict:
                     ep_msg.done.set()
                 pending = [p for p in pending if p not in ready]
             if stop and all(p.poll() is not None for p in procs) and (procs or cfg.actors == 0):
+                while steps_done < owed():   # the updates owed for the last episodes, answered early at the stop
+                    stats = sac.step(online, demos)
+                    steps_done += 1
                 break
             dead = [p for p in procs if p.poll() not in (None, 0)]
             if dead and not stop:
