@@ -95,7 +95,7 @@ def main() -> None:
     from robot_learning.policies.checkpoint import load_policy
 
     torch.set_num_threads(a.threads)
-    rows = {}
+    rows, trained_now = {}, []
     for fam in a.families:
         run = a.out / fam
         if not (run / "summary.json").is_file():
@@ -104,6 +104,7 @@ def main() -> None:
             cli("train", "--dataset", str(a.dataset), "--out", str(run), "--obs", a.obs, *VARIANTS[fam], *budget,
                 "--eval-episodes", "0", "--threads", str(a.threads), "--no-progress", threads=a.threads)
             print(f"{fam}: trained in {time.time() - t0:.0f} s", flush=True)
+            trained_now.append(fam)
         summary = json.loads((run / "summary.json").read_text())
         ev_dir = run / f"eval-{a.seed}-{a.episodes}"
         if not (ev_dir / "eval.json").is_file():
@@ -140,7 +141,8 @@ def main() -> None:
         print(f"| {k} | {v['p50_ms']} / {v['p90_ms']} ms | {ratio} |")
     line = {"bench": "families", "latency": lat, "date": datetime.date.today().isoformat(), "machine": platform.node(),
             "cpus": os.cpu_count(), "threads": a.threads, "dataset": str(a.dataset), "obs": a.obs,
-            "minutes": a.minutes, "seed": a.seed, "rows": rows}
+            "trained_now": trained_now, "budget": {"steps": a.steps, "minutes": a.minutes} if trained_now else None,
+            "seed": a.seed, "rows": rows}   # each row's train_steps / train_min are what its run measured
     print(json.dumps(line))
     RESULTS.mkdir(exist_ok=True)
     with open(RESULTS / "families.jsonl", "a") as f:

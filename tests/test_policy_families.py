@@ -249,7 +249,7 @@ def test_act_temporal_ensembling_weights_and_padding(lift_base):
     assert isinstance(pol, ACTPolicy)
     preds = [np.arange(4 * 8, dtype=np.float64).reshape(4, 8) * (k + 1) for k in range(3)]
     calls = iter(preds)
-    pol.predict_actions = lambda batch, sample=False: torch.from_numpy(next(calls))[None]   # known chunks
+    pol.predict_actions = lambda batch, **kw: torch.from_numpy(next(calls))[None]   # known chunks
     obs = lift_observations(pol, n=3)
     pol.reset(0)
     got = [pol.infer(o).actions[0] for o in obs]

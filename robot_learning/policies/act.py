@@ -36,13 +36,12 @@ from robot_learning.core.frame import Observation
 from robot_learning.datasets.stats import Normalizer
 from robot_learning.errors import ConfigError
 from robot_learning.policies.base import ActionChunk
-from robot_learning.policies.chunk_policy import (ChunkPolicy, check_norms, check_windows, config_from_json,
-                                                  config_to_json)
+from robot_learning.policies.chunk_policy import (ChunkPolicy, check_norms, check_windows, JsonConfig)
 from robot_learning.policies.nets.encoders import EncoderConfig, _module_key
 
 
 @dataclass(frozen=True)
-class ACTConfig:
+class ACTConfig(JsonConfig):
     """Architecture of an ACT policy. To / Tp / Ta: observation steps, chunk length, executed steps without
     temporal ensembling. d_model ... dropout: the transformer; the defaults are CPU-sized (0.46 s per batch of 64 on
     one core) where ACT has 512 wide, 4 encoder layers, 7 decoder layers of which only the first is used in the
@@ -77,13 +76,6 @@ class ACTConfig:
                                        f"d_model={self.d_model}, n_heads={self.n_heads}")
         if self.kl_weight < 0 or self.ensemble_m < 0:
             raise ConfigError.expected("kl_weight / ensemble_m", ">= 0", (self.kl_weight, self.ensemble_m))
-
-    def to_json(self) -> dict:
-        return config_to_json(self)
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> ACTConfig:
-        return config_from_json(cls, d)
 
 
 def _encoder(d: int, heads: int, ff: int, dropout: float, layers: int) -> nn.TransformerEncoder:
@@ -210,15 +202,8 @@ class ACTPolicy(ChunkPolicy):
             return super().infer(observation)
         t0 = time.perf_counter()
         self.observe(observation)
-        was_training = self.training
-        self.eval()
-        try:
-            seq = self.predict_actions(self.window(), sample=False)[0].cpu().numpy()
-        finally:
-            self.train(was_training)
-        future = seq[self.config.To - 1:].astype(np.float64)       # this tick onwards
-        if not np.all(np.isfinite(future)):
-            raise ConfigError("ACT policy produced a non-finite action; the checkpoint is broken")
+        c = self.config
+        future = self._sequences(self.window(), sample=False, n=c.Tp - c.To + 1)[0].astype(np.float64)  # from now on
         if self._t0_ns is None:
             self._t0_ns = int(observation.t_ns)
         tick = int(round((int(observation.t_ns) - self._t0_ns) / self.control_period_ns))

@@ -32,8 +32,7 @@ from robot_learning.core.features import FeatureSet
 from robot_learning.datasets.stats import Normalizer
 from robot_learning.errors import ConfigError
 from robot_learning.policies.act import ObservationTokens
-from robot_learning.policies.chunk_policy import (ChunkPolicy, check_norms, check_windows, config_from_json,
-                                                  config_to_json)
+from robot_learning.policies.chunk_policy import (ChunkPolicy, check_norms, check_windows, JsonConfig)
 from robot_learning.policies.nets.encoders import EncoderConfig
 from robot_learning.policies.nets.gpt import GPT, KVCache
 
@@ -50,7 +49,7 @@ class Decoding:
 
 
 @dataclass(frozen=True)
-class ARConfig:
+class ARConfig(JsonConfig):
     """Architecture and decoding of a binned-token autoregressive policy. Tp must be To - 1 + Ta (the tokens
     cover the executed steps). n_bins: bins per action dimension (OpenVLA: 256). binning: uniform | quantile.
     decoding: greedy | sample (temperature). The GPT's defaults are CPU-sized (0.9M parameters; ``train --size
@@ -88,13 +87,6 @@ class ARConfig:
             raise ConfigError.expected("decoding", f"one of {list(DECODINGS)}", repr(self.decoding))
         if not self.temperature > 0:
             raise ConfigError.expected("temperature", "> 0", self.temperature)
-
-    def to_json(self) -> dict:
-        return config_to_json(self)
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> ARConfig:
-        return config_from_json(cls, d)
 
 
 class AutoregressivePolicy(ChunkPolicy):

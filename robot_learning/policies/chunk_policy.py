@@ -68,6 +68,17 @@ def config_from_json(cls, d: Mapping[str, Any]):
     return cls(**out)
 
 
+class JsonConfig:
+    """``to_json`` / ``from_json`` of a family's frozen config dataclass (unknown keys are an error)."""
+
+    def to_json(self) -> dict:
+        return config_to_json(self)
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]):
+        return config_from_json(cls, d)
+
+
 def encoder_inputs(features: FeatureSet, text_dim: int | None = None) -> list[InputSpec]:
     """The encoder's inputs for observation features (images become CHW; an instruction is its sentence embedding,
     ``text_dim`` wide, a state-like input)."""
@@ -107,6 +118,7 @@ class ChunkPolicy(nn.Module):
 
     kind = "chunk"
     config_cls: type = object
+    embeds_text = True   # an instruction enters as a sentence embedding (the VLA reads tokens instead)
 
     def __init__(self, config, observation_features: FeatureSet, action_features: FeatureSet,
                  normalizer: Normalizer, control_period_ns: int, meta: Mapping[str, Any] | None = None):
@@ -125,12 +137,15 @@ class ChunkPolicy(nn.Module):
             raise SpecMismatchError.expected("action statistics shape", (self.action_dim,), normalizer.shape("action"))
         self.normalizer = normalizer
         self.language = [s.name for s in observation_features if s.kind is FeatureKind.LANGUAGE]
-        if self.language:
+        if self.language and self.embeds_text:
             from robot_learning.policies.text import DEFAULT_TEXT_ENCODER, text_dim
 
             self.meta.setdefault("text_encoder", DEFAULT_TEXT_ENCODER)
             dim = text_dim(self.meta["text_encoder"])
-        self.encoder_inputs = encoder_inputs(observation_features, dim if self.language else None)
+        self.encoder_inputs = encoder_inputs(
+            observation_features if self.embeds_text else
+            FeatureSet(s for s in observation_features if s.kind is not FeatureKind.LANGUAGE),
+            dim if self.language and self.embeds_text else None)
         self.encoder = self._build_encoder()
         self.history = ObservationHistory(observation_features, config.To)
         self.generator = torch.Generator().manual_seed(0)
@@ -149,6 +164,9 @@ class ChunkPolicy(nn.Module):
 
     def compute_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
+
+    def fit_data(self, data) -> None:
+        """Anything a family fits to the training data before the first step (the AR policy's quantile bins)."""
 
     def _sample(self, batch: Mapping[str, torch.Tensor], generator: torch.Generator | None,
                 sample: bool) -> torch.Tensor:
@@ -190,11 +208,9 @@ class ChunkPolicy(nn.Module):
         return actions
 
     @torch.no_grad()
-    def predict_actions(self, batch: Mapping[str, torch.Tensor], sampler=None,
-                        generator: torch.Generator | None = None, sample: bool = False) -> torch.Tensor:
+    def predict_actions(self, batch: Mapping[str, torch.Tensor], generator: torch.Generator | None = None,
+                        sample: bool = False) -> torch.Tensor:
         """(B, Tp, Da) unnormalised action sequences for a batch of observation windows."""
-        if sampler is not None:
-            raise ConfigError(f"a {self.kind} policy takes no sampler")
         return self.normalizer.unnormalize("action", self._sample(batch, generator, sample).float())
 
     def reset(self, seed: int | None = None) -> None:
@@ -222,7 +238,8 @@ class ChunkPolicy(nn.Module):
             out[OBS_PREFIX + s.name] = x.unsqueeze(0).to(dev)
         return out
 
-    def _sequences(self, batch: Mapping[str, torch.Tensor], sample: bool) -> np.ndarray:
+    def _sequences(self, batch: Mapping[str, torch.Tensor], sample: bool, n: int | None = None) -> np.ndarray:
+        """(B, n, Da) actions from this tick on (``n`` default Ta), checked finite."""
         was_training = self.training
         self.eval()
         try:
@@ -231,7 +248,7 @@ class ChunkPolicy(nn.Module):
         finally:
             self.train(was_training)
         c = self.config
-        acts = seq[:, c.To - 1:c.To - 1 + c.Ta].astype(np.float32)
+        acts = seq[:, c.To - 1:c.To - 1 + (c.Ta if n is None else n)].astype(np.float32)
         if not np.all(np.isfinite(acts)):
             raise SpecMismatchError(f"{self.kind} policy produced a non-finite action; the checkpoint is broken")
         return acts

@@ -25,7 +25,7 @@ from robot_learning.core.features import FeatureSet
 from robot_learning.datasets.stats import Normalizer
 from robot_learning.errors import ConfigError
 from robot_learning.policies.chunk_policy import (NORM_MODES, ChunkPolicy, check_norms, check_windows,
-                                                  config_from_json, config_to_json, encoder_inputs,
+                                                  JsonConfig, encoder_inputs,
                                                   normalizer_modes)
 from robot_learning.policies.nets.encoders import EncoderConfig
 from robot_learning.policies.samplers import FLOW_SAMPLERS, SAMPLERS, FlowSampler, Sampler, training_scheduler
@@ -36,7 +36,7 @@ OBJECTIVES = ("ddpm", "flow")
 
 
 @dataclass(frozen=True)
-class DiffusionConfig:
+class DiffusionConfig(JsonConfig):
     """Architecture and sampling of a diffusion policy (the training loop has its own config).
 
     To / Tp / Ta: observation steps, predicted horizon, executed steps (Ta <= Tp - To + 1).
@@ -82,15 +82,9 @@ class DiffusionConfig:
             raise ConfigError.expected("objective", f"one of {list(OBJECTIVES)}", repr(self.objective))
         ok = FLOW_SAMPLERS if self.objective == "flow" else SAMPLERS
         if self.sampler not in ok:
-            raise ConfigError.expected(f"sampler of a {self.objective} policy", f"one of {list(ok)}", repr(self.sampler))
+            raise ConfigError.expected(f"sampler of a {self.objective} policy", f"one of {list(ok)}",
+                                       repr(self.sampler))
         check_norms(self)
-
-    def to_json(self) -> dict:
-        return config_to_json(self)
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> DiffusionConfig:
-        return config_from_json(cls, d)
 
 
 class DiffusionPolicy(ChunkPolicy):

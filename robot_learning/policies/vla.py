@@ -37,8 +37,7 @@ from robot_learning.core.features import FeatureKind, FeatureSet
 from robot_learning.datasets.stats import OBS_PREFIX, Normalizer
 from robot_learning.errors import ConfigError, SpecMismatchError
 from robot_learning.policies.autoregressive import Decoding
-from robot_learning.policies.chunk_policy import (ChunkPolicy, check_norms, check_windows, config_from_json,
-                                                  config_to_json)
+from robot_learning.policies.chunk_policy import (ChunkPolicy, check_norms, check_windows, JsonConfig)
 from robot_learning.policies.nets.encoders import EncoderConfig, ObservationEncoder
 from robot_learning.policies.nets.vla_parts import BYTE_VOCAB, ActionExpert, build_trunk, build_vision, image_stats
 from robot_learning.policies.samplers import FlowSampler
@@ -47,7 +46,7 @@ HEADS = ("bins", "flow")
 
 
 @dataclass(frozen=True)
-class VLAConfig:
+class VLAConfig(JsonConfig):
     """See the module docstring. For ``bins`` Tp must be To - 1 + Ta (tokens cover the executed steps)."""
 
     To: int = 1
@@ -89,19 +88,13 @@ class VLAConfig:
             raise ConfigError.expected("lora_rank / n_bins / max_text_tokens", ">= 0 / 2..1024 / >= 1",
                                        (self.lora_rank, self.n_bins, self.max_text_tokens))
 
-    def to_json(self) -> dict:
-        return config_to_json(self)
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> VLAConfig:
-        return config_from_json(cls, d)
-
 
 class VLAPolicy(ChunkPolicy):
     """Vision-language-action policy (see the module docstring)."""
 
     kind = "vla"
     config_cls = VLAConfig
+    embeds_text = False   # the trunk reads the instruction's tokens
 
     def __init__(self, config: VLAConfig, observation_features: FeatureSet, action_features: FeatureSet,
                  normalizer: Normalizer, control_period_ns: int, meta: Mapping[str, Any] | None = None):
@@ -148,8 +141,7 @@ class VLAPolicy(ChunkPolicy):
         self.decoding = Decoding(c.decoding)
 
     def _build_encoder(self) -> nn.Module | None:
-        state = [s for s in self.encoder_inputs if s.kind in ("state", "tactile") and
-                 s.name[len(OBS_PREFIX):] not in self.language]
+        state = [s for s in self.encoder_inputs if s.kind in ("state", "tactile")]   # cameras: the vision tower
         return ObservationEncoder(state, self.config.encoder) if state else None
 
     # --- inputs ------------------------------------------------------------------------------
@@ -173,21 +165,13 @@ class VLAPolicy(ChunkPolicy):
             parts.append(p)
             masks.append(torch.ones(b, p.shape[1], dtype=torch.int64, device=p.device))
         if self.state_proj is not None:
-            obs = self.normalized_obs({k: v for k, v in batch.items() if k != OBS_PREFIX + self.language[0]})
-            st = self.encoder({k: obs[k] for k in (s.name for s in self.encoder.inputs)})
+            obs = self.normalized_obs(batch)
+            st = self.encoder({s.name: obs[s.name] for s in self.encoder.inputs})
             parts.append(self.state_proj(st.flatten(1))[:, None])
             masks.append(torch.ones(b, 1, dtype=torch.int64, device=ids.device))
         parts.append(emb(ids))
         masks.append((ids != self.tokenizer.pad_token_id).long())
         return torch.cat(parts, dim=1), torch.cat(masks, dim=1)
-
-    def normalized_obs(self, batch):
-        out = {}
-        for spec in self.encoder_inputs:
-            if spec.name in batch:
-                x = batch[spec.name]
-                out[spec.name] = self.normalizer.normalize(spec.name, x) if spec.name in self.normalizer.modes else x
-        return out
 
     def _hidden(self, embeds, mask) -> torch.Tensor:
         return self.trunk(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True).hidden_states[-1]

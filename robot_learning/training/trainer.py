@@ -157,8 +157,7 @@ def train(cfg: TrainConfig) -> dict:
         data = WithInstructions(data, sampler, store, policy)
         print(f"train: instructions {data.instructions}", flush=True)
     load_s = time.perf_counter() - t_load
-    if hasattr(policy, "fit_data"):   # e.g. the autoregressive policy's quantile bins (restored on --resume)
-        policy.fit_data(data)
+    policy.fit_data(data)   # e.g. the autoregressive policy's quantile bins (restored on --resume)
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.peak_lr, betas=(0.95, 0.999), eps=1e-8,
                             weight_decay=cfg.weight_decay)
     ema = EMA(policy)

@@ -45,7 +45,8 @@ class HFTokenizer:
         self.pad_token_id = int(pad if pad is not None else 0)
 
     def __call__(self, texts, max_length: int) -> Tensor:
-        ids = self.tok(list(map(str, texts)), add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"]
+        ids = self.tok(list(map(str, texts)), add_special_tokens=True, truncation=True,
+                       max_length=max_length)["input_ids"]
         out = torch.full((len(ids), max_length), self.pad_token_id, dtype=torch.int64)
         for i, row in enumerate(ids):
             out[i, :len(row)] = torch.tensor(row, dtype=torch.int64)
