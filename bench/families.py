@@ -17,13 +17,14 @@ import datetime
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from runner import cli  # noqa: E402  (bench/runner.py)
 
 VARIANTS = {   # name -> train flags
     "diffusion": ["--policy", "diffusion"],
@@ -36,15 +37,6 @@ VARIANTS = {   # name -> train flags
     "vla-bins": ["--policy", "vla", "--vla-head", "bins"],
     "vla-flow": ["--policy", "vla", "--vla-head", "flow"],
 }
-
-
-def cli(*args: str, threads: int) -> None:
-    exe = Path(sys.executable).with_name("robot-learning")
-    env = dict(os.environ, HF_HUB_OFFLINE="1", MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"),
-               OMP_NUM_THREADS=str(threads))
-    r = subprocess.run([str(exe), *args], text=True, capture_output=True, env=env)
-    if r.returncode != 0:
-        raise SystemExit(f"robot-learning {' '.join(args)} failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
 
 
 def lift_like_observation(policy, task: str):

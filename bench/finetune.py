@@ -16,7 +16,6 @@ import datetime
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,13 +23,7 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-def cli(*args: str) -> None:
-    exe = Path(sys.executable).with_name("robot-learning")
-    env = dict(os.environ, HF_HUB_OFFLINE="1", MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"), OMP_NUM_THREADS="1")
-    r = subprocess.run([str(exe), *args], text=True, capture_output=True, env=env)
-    if r.returncode != 0:
-        raise SystemExit(f"robot-learning {' '.join(args)} failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
+from runner import cli  # noqa: E402  (bench/runner.py)
 
 
 def evaluate(checkpoint: Path, out: Path, seed: int, episodes: int, *extra: str) -> dict:

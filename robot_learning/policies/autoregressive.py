@@ -47,6 +47,29 @@ class Decoding:
     kind: str
     steps: int | None = None
 
+    @classmethod
+    def choose(cls, kind: str, steps: int | None, policy: str) -> "Decoding":
+        """``--sampler`` / ``--sampling-steps`` for a token-decoding ``policy``: greedy or sample, no steps."""
+        if kind not in DECODINGS or steps is not None:
+            raise ConfigError.expected(f"decoding of {policy} (--sampler)",
+                                       f"one of {list(DECODINGS)}, no --sampling-steps", (kind, steps))
+        return cls(kind)
+
+
+def choose_tokens(logits: torch.Tensor, sample: bool, generator: torch.Generator | None, temperature: float = 1.0,
+                  top_k: int | None = None) -> torch.Tensor:
+    """Token ids (logits' shape without the last axis): argmax, or a draw from softmax(logits / temperature) over
+    the ``top_k`` most likely (all when None)."""
+    if not sample:
+        return logits.argmax(-1)
+    logits = logits.float()
+    idx = None
+    if top_k is not None and top_k < logits.shape[-1]:
+        logits, idx = logits.topk(top_k, dim=-1)
+    probs = F.softmax(logits / temperature, dim=-1)
+    choice = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).reshape(probs.shape[:-1])
+    return choice if idx is None else idx.gather(-1, choice.unsqueeze(-1)).squeeze(-1)
+
 
 @dataclass(frozen=True)
 class ARConfig(JsonConfig):
@@ -163,16 +186,7 @@ class AutoregressivePolicy(ChunkPolicy):
         return self.decoding
 
     def set_sampler(self, kind: str, steps: int | None = None) -> None:
-        if kind not in DECODINGS or steps is not None:
-            raise ConfigError.expected("decoding of an autoregressive policy (--sampler)",
-                                       f"one of {list(DECODINGS)}, no --sampling-steps", (kind, steps))
-        self.decoding = Decoding(kind)
-
-    def _pick(self, logits: torch.Tensor, sample: bool, generator) -> torch.Tensor:
-        if not sample:
-            return logits.argmax(-1)
-        probs = F.softmax(logits.float() / self.config.temperature, dim=-1)
-        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        self.decoding = Decoding.choose(kind, steps, "an autoregressive policy")
 
     def _sample(self, batch, generator, sample) -> torch.Tensor:
         c = self.config
@@ -181,7 +195,7 @@ class AutoregressivePolicy(ChunkPolicy):
         h = self.gpt(self._prefix(batch), cache=cache)[:, -1]
         tokens = []
         for j in range(self.n_tokens):
-            tok = self._pick(self.head(h), sample, generator)
+            tok = choose_tokens(self.head(h), sample, generator, self.config.temperature)
             tokens.append(tok)
             if j + 1 < self.n_tokens:
                 h = self.gpt((self.token_emb(tok) + self.pos[0, j]).unsqueeze(1), cache=cache)[:, -1]

@@ -25,7 +25,7 @@ from torch import nn
 from robot_learning.core.features import FeatureSet
 from robot_learning.datasets.stats import Normalizer
 from robot_learning.errors import ConfigError
-from robot_learning.policies.autoregressive import Decoding
+from robot_learning.policies.autoregressive import Decoding, choose_tokens
 from robot_learning.policies.carp_tokenizer import MultiScaleVQ, TokenizerConfig
 from robot_learning.policies.chunk_policy import (ChunkPolicy, check_norms, check_windows, config_from_json,
                                                   config_to_json)
@@ -148,18 +148,7 @@ class CARPPolicy(ChunkPolicy):
         return self.decoding
 
     def set_sampler(self, kind: str, steps: int | None = None) -> None:
-        if kind not in DECODINGS or steps is not None:
-            raise ConfigError.expected("decoding of a CARP policy (--sampler)",
-                                       f"one of {list(DECODINGS)}, no --sampling-steps", (kind, steps))
-        self.decoding = Decoding(kind)
-
-    def _pick(self, logits: torch.Tensor, sample: bool, generator) -> torch.Tensor:
-        if not sample:
-            return logits.argmax(-1)
-        top, idx = logits.float().topk(min(self.config.top_k, logits.shape[-1]), dim=-1)
-        probs = F.softmax(top / self.config.temperature, dim=-1)
-        choice = torch.multinomial(probs.flatten(0, -2), 1, generator=generator).reshape(probs.shape[:-1])
-        return idx.gather(-1, choice.unsqueeze(-1)).squeeze(-1)
+        self.decoding = Decoding.choose(kind, steps, "a CARP policy")
 
     def _sample(self, batch, generator, sample) -> torch.Tensor:
         sample = sample or self.decoding.kind == "sample"
@@ -172,6 +161,7 @@ class CARPPolicy(ChunkPolicy):
             x = self._embed(f_hat, k)
             mask = torch.ones(x.shape[1], cache.length + x.shape[1], dtype=torch.bool, device=x.device)
             h = self.gpt(x, mask=mask, cache=cache, cond=cond)
-            idx = self._pick(self.head(h), sample, generator).reshape(b, da, s)
+            idx = choose_tokens(self.head(h), sample, generator, self.config.temperature, self.config.top_k)
+            idx = idx.reshape(b, da, s)
             f_hat = self.tokenizer.add_scale(f_hat, idx, k)
         return self.tokenizer.decode(f_hat).clamp(-1.0, 1.0)

@@ -142,10 +142,14 @@ class ChunkPolicy(nn.Module):
 
             self.meta.setdefault("text_encoder", DEFAULT_TEXT_ENCODER)
             dim = text_dim(self.meta["text_encoder"])
+            # instruction embeddings are centred and scaled by the training instructions' (fit_text); saved
+            self.register_buffer("text_mean", torch.zeros(dim))
+            self.register_buffer("text_scale", torch.ones(()))
         self.encoder_inputs = encoder_inputs(
             observation_features if self.embeds_text else
             FeatureSet(s for s in observation_features if s.kind is not FeatureKind.LANGUAGE),
             dim if self.language and self.embeds_text else None)
+        self._text_inputs = {OBS_PREFIX + n for n in self.language} if self.embeds_text else set()
         self.encoder = self._build_encoder()
         self.history = ObservationHistory(observation_features, config.To)
         self.generator = torch.Generator().manual_seed(0)
@@ -161,6 +165,24 @@ class ChunkPolicy(nn.Module):
 
         e = torch.from_numpy(embed(list(texts), self.meta["text_encoder"]))
         return e[:, None].expand(-1, self.config.To, -1).contiguous()
+
+    def fit_text(self, texts) -> None:
+        """Centre the sentence embeddings on the training instructions' mean and scale them to unit RMS per
+        dimension. Instructions of one task often differ in one word ("pick up the red / green cube"): raw, they are
+        nearly parallel unit vectors (cosine 0.82-0.84, 0.015 apart per dimension), a signal the network would first
+        have to amplify 60-fold. One scale for all dimensions keeps their geometry, so an unseen instruction lands
+        as far from the training ones as it is. Fewer than two distinct instructions: identity."""
+        if not (self.language and self.embeds_text):
+            return
+        from robot_learning.policies.text import embed
+
+        e = torch.from_numpy(embed(sorted(set(map(str, texts))), self.meta["text_encoder"]))
+        mean, scale = torch.zeros(e.shape[1]), torch.ones(())
+        if len(e) >= 2:
+            mean = e.mean(0)
+            scale = (e - mean).pow(2).mean().rsqrt()
+        self.text_mean.copy_(mean)
+        self.text_scale.copy_(scale)
 
     def compute_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
@@ -194,7 +216,11 @@ class ChunkPolicy(nn.Module):
             if spec.name not in batch:
                 raise SpecMismatchError.expected("policy batch", f"key {spec.name!r}", f"keys {sorted(batch)}")
             x = batch[spec.name]
-            out[spec.name] = self.normalizer.normalize(spec.name, x) if spec.name in self.normalizer.modes else x
+            if spec.name in self.normalizer.modes:
+                x = self.normalizer.normalize(spec.name, x)
+            elif spec.name in self._text_inputs:
+                x = (x - self.text_mean) * self.text_scale
+            out[spec.name] = x
         return out
 
     def normalized_actions(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:

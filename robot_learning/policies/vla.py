@@ -36,7 +36,7 @@ from torch import nn
 from robot_learning.core.features import FeatureKind, FeatureSet
 from robot_learning.datasets.stats import OBS_PREFIX, Normalizer
 from robot_learning.errors import ConfigError, SpecMismatchError
-from robot_learning.policies.autoregressive import Decoding
+from robot_learning.policies.autoregressive import Decoding, choose_tokens
 from robot_learning.policies.chunk_policy import (ChunkPolicy, check_norms, check_windows, JsonConfig)
 from robot_learning.policies.nets.encoders import EncoderConfig, ObservationEncoder
 from robot_learning.policies.nets.vla_parts import BYTE_VOCAB, ActionExpert, build_trunk, build_vision, image_stats
@@ -219,10 +219,7 @@ class VLAPolicy(ChunkPolicy):
         if self.config.head == "flow":
             self.flow = FlowSampler(kind, steps)
             return
-        if kind not in ("greedy", "sample") or steps is not None:
-            raise ConfigError.expected("decoding of a VLA with bins (--sampler)", "greedy or sample, no steps",
-                                       (kind, steps))
-        self.decoding = Decoding(kind)
+        self.decoding = Decoding.choose(kind, steps, "a VLA with bins")
 
     def _sample(self, batch, generator, sample) -> torch.Tensor:
         c = self.config
@@ -237,10 +234,7 @@ class VLAPolicy(ChunkPolicy):
         out = self.trunk(inputs_embeds=prefix, attention_mask=mask, use_cache=True)
         cache, logits, toks = out.cache, out.logits[:, -1, -c.n_bins:], []
         for j in range(n):
-            if sample:
-                tok = torch.multinomial(F.softmax(logits.float(), -1), 1, generator=generator).squeeze(-1)
-            else:
-                tok = logits.argmax(-1)
+            tok = choose_tokens(logits, sample, generator)
             toks.append(tok)
             if j + 1 < n:
                 mask = torch.cat([mask, torch.ones(b, 1, dtype=mask.dtype, device=mask.device)], dim=1)

@@ -26,6 +26,7 @@ class WithInstructions:
                 raise ConfigError(f"episode {int(i)} has no instruction (task); --obs language needs every episode's")
             texts.append(str(task))
         uniq = sorted(set(texts))
+        policy.fit_text(uniq)   # on --resume the saved statistics replace these (they are applied in the policy)
         table = policy.text_features(uniq)
         text_of = dict(zip(np.unique(eps).tolist(), texts))
         self.row = torch.tensor([uniq.index(text_of[int(e)]) for e in eps], dtype=torch.int64, device=data.device)

@@ -25,11 +25,14 @@ __all__ = ["GPT", "KVCache", "block_causal_mask"]
 
 
 class KVCache:
-    """Per-layer keys and values of the tokens seen so far, (B, H, T, E / H) each."""
+    """Per-layer keys and values of the tokens seen so far, (B, H, T, E / H) each. A cache belongs to one
+    sequence and its condition: a conditioned trunk computes each block's adaLN modulation on the first pass and
+    keeps it here for the later ones (CARP's scale passes)."""
 
     def __init__(self, n_layers: int):
         self.k: list[Tensor | None] = [None] * n_layers
         self.v: list[Tensor | None] = [None] * n_layers
+        self.modulation: list[tuple[Tensor, ...] | None] = [None] * n_layers
 
     @property
     def length(self) -> int:
@@ -56,7 +59,12 @@ class Block(nn.Module):
                 cond: Tensor | None = None) -> Tensor:
         b, t, e = x.shape
         if self.ada is not None:
-            sh1, sc1, g1, sh2, sc2, g2 = self.ada(cond).unsqueeze(1).chunk(6, dim=-1)
+            mod = None if cache is None else cache.modulation[layer]
+            if mod is None:
+                mod = self.ada(cond).unsqueeze(1).chunk(6, dim=-1)
+                if cache is not None:
+                    cache.modulation[layer] = mod
+            sh1, sc1, g1, sh2, sc2, g2 = mod
             h = self.ln1(x) * (1 + sc1) + sh1
         else:
             h, g1, g2 = self.ln1(x), 1.0, 1.0
