@@ -80,6 +80,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("/tmp/families"))
     ap.add_argument("--latency-rounds", type=int, default=5)
+    ap.add_argument("--carp-tokenizer", type=Path, default=None,
+                    help="a stage-1 tokenizer for carp (robot-learning tokenizer train) instead of training one first")
     a = ap.parse_args()
 
     import torch
@@ -92,6 +94,8 @@ def main() -> None:
         run = a.out / fam
         if not (run / "summary.json").is_file():
             budget = ["--minutes", str(a.minutes)] + (["--steps", str(a.steps)] if a.steps else [])
+            if fam == "carp" and a.carp_tokenizer is not None:
+                budget += ["--tokenizer", str(a.carp_tokenizer)]
             t0 = time.time()
             cli("train", "--dataset", str(a.dataset), "--out", str(run), "--obs", a.obs, *VARIANTS[fam], *budget,
                 "--eval-episodes", "0", "--threads", str(a.threads), "--no-progress", threads=a.threads)

@@ -64,6 +64,14 @@ def test_vla_trains_resumes_reloads_in_a_fresh_process_and_evaluates(camera_demo
     assert rc == 0 and "trained 3 steps" in out
     pol = load_policy(run)
     assert pol.kind == "vla" and pol.config.head == head and pol.vision is not None
+    assert pol.config.sentence_token and pol.sentence_proj is not None   # a config-built trunk: on by default
+    assert float(pol.text_scale) > 20 and "text_mean" in pol.state_dict()   # fitted on the demos' instructions
+    with SimEnv(SimEnvConfig(task="lift_color", cameras=("front",), image_size=64)) as sim:
+        per_text = []
+        for text in ("pick up the red cube", "pick up the blue cube"):
+            pol.reset(7)
+            per_text.append(pol.infer(sim.reset(100_000, instruction=text)).actions)
+    assert not np.array_equal(*per_text)                                 # the instruction reaches the actions
     here = _actions(pol)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MUJOCO_GL": "egl"}
     r = subprocess.run([sys.executable, "-c", CHILD, str(run), str(tmp_path / "a.npy"), str(torch.get_num_threads())],
@@ -115,6 +123,7 @@ def test_vla_loads_local_weights_freezes_them_and_its_lora_adapter_round_trips(c
     assert rc == 0, out
     pol = load_policy(run)
     assert pol.config.lora_rank == 4 and pol.image_size == 32          # the folder's image size: frames resized
+    assert not pol.config.sentence_token                               # a real trunk reads the instruction itself
     saved = load_file(str(run / "policy/model.safetensors"))
     assert not any(k.startswith("vision.") for k in saved)             # frozen copies of the folders stay there
     assert any("lora_" in k for k in saved) and not any(k.startswith("trunk.") and "lora_" not in k for k in saved)

@@ -137,7 +137,7 @@ class ChunkPolicy(nn.Module):
             raise SpecMismatchError.expected("action statistics shape", (self.action_dim,), normalizer.shape("action"))
         self.normalizer = normalizer
         self.language = [s.name for s in observation_features if s.kind is FeatureKind.LANGUAGE]
-        if self.language and self.embeds_text:
+        if self.language and self._reads_sentence_embedding(config):
             from robot_learning.policies.text import DEFAULT_TEXT_ENCODER, text_dim
 
             self.meta.setdefault("text_encoder", DEFAULT_TEXT_ENCODER)
@@ -159,12 +159,22 @@ class ChunkPolicy(nn.Module):
     def _build_encoder(self) -> nn.Module | None:
         return ObservationEncoder(self.encoder_inputs, self.config.encoder)
 
-    def text_features(self, texts) -> torch.Tensor:
-        """What the policy reads of each instruction: (N, To, D) sentence embeddings (the same at every step)."""
+    def _reads_sentence_embedding(self, config) -> bool:
+        """Whether an instruction reaches this policy as a sentence embedding (``text_mean`` / ``text_scale``)."""
+        return self.embeds_text
+
+    def text_features(self, texts) -> dict[str, torch.Tensor]:
+        """What the policy reads of each instruction, as batch keys ``obs.<language feature><suffix>`` by suffix:
+        here ``""``: (N, To, D) sentence embeddings (the same at every step)."""
+        return {"": self._sentence_embeddings(texts)[:, None].expand(-1, self.config.To, -1).contiguous()}
+
+    def _sentence_embeddings(self, texts) -> torch.Tensor:
         from robot_learning.policies.text import embed
 
-        e = torch.from_numpy(embed(list(texts), self.meta["text_encoder"]))
-        return e[:, None].expand(-1, self.config.To, -1).contiguous()
+        return torch.from_numpy(embed(list(texts), self.meta["text_encoder"]))
+
+    def _normalized_text(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.text_mean) * self.text_scale
 
     def fit_text(self, texts) -> None:
         """Centre the sentence embeddings on the training instructions' mean and scale them to unit RMS per
@@ -172,7 +182,7 @@ class ChunkPolicy(nn.Module):
         nearly parallel unit vectors (cosine 0.82-0.84, 0.015 apart per dimension), a signal the network would first
         have to amplify 60-fold. One scale for all dimensions keeps their geometry, so an unseen instruction lands
         as far from the training ones as it is. Fewer than two distinct instructions: identity."""
-        if not (self.language and self.embeds_text):
+        if not hasattr(self, "text_mean"):
             return
         from robot_learning.policies.text import embed
 
@@ -219,7 +229,7 @@ class ChunkPolicy(nn.Module):
             if spec.name in self.normalizer.modes:
                 x = self.normalizer.normalize(spec.name, x)
             elif spec.name in self._text_inputs:
-                x = (x - self.text_mean) * self.text_scale
+                x = self._normalized_text(x)
             out[spec.name] = x
         return out
 
@@ -254,7 +264,8 @@ class ChunkPolicy(nn.Module):
         stacked = (history or self.history).stacked()
         for s in self.observation_features:
             if s.kind is FeatureKind.LANGUAGE:   # the newest instruction, as the policy reads text
-                out[OBS_PREFIX + s.name] = self.text_features([str(stacked[s.name][-1])]).to(dev)
+                for suffix, t in self.text_features([str(stacked[s.name][-1])]).items():
+                    out[OBS_PREFIX + s.name + suffix] = t.to(dev)
                 continue
             x = torch.from_numpy(np.ascontiguousarray(stacked[s.name]))
             if s.kind is FeatureKind.RGB:

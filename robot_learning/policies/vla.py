@@ -4,8 +4,11 @@ in, actions out through token bins (OpenVLA) or a flow-matching action expert (S
 Sequence into the trunk: each camera's patch embeddings (the vision encoder's last hidden state, projected to the
 trunk's width, plus a learned camera embedding) of the newest observation, its pixels normalised with the vision
 folder's image-processor mean / std (SigLIP's 0.5 / 0.5 by default) and resized to its image size; one token of
-the normalised robot / object state (all ``To`` steps); then the instruction's tokens (the trunk folder's
-tokenizer, or UTF-8 bytes for a trunk built from a config), padded to ``max_text_tokens`` (padding masked out).
+the normalised robot / object state (all ``To`` steps); with ``sentence_token`` one token of the instruction's frozen
+sentence embedding (``policies.text``, centred and scaled by the training instructions' like every family's: a
+randomly initialised trunk learns little grounding from a few demos' byte tokens, so it is on by default for a trunk
+built from a config); then the instruction's tokens (the trunk folder's tokenizer, or UTF-8 bytes for a trunk built
+from a config), padded to ``max_text_tokens`` (padding masked out).
 
 - ``head="bins"``: actions normalised by the 1st-99th percentile to [-1, 1] and cut into ``n_bins`` uniform bins per
   dimension, mapped onto the last ``n_bins`` ids of the trunk's vocabulary (OpenVLA); the trunk predicts the ``Ta``
@@ -64,6 +67,7 @@ class VLAConfig(JsonConfig):
     patch: int = 16
     max_text_tokens: int = 32
     n_bins: int = 256
+    sentence_token: bool = False
     lora_rank: int = 0
     lora_alpha: int = 16
     expert_hidden: int = 128
@@ -130,6 +134,7 @@ class VLAPolicy(ChunkPolicy):
             self.vision_proj = nn.Linear(vh, h)
             self.camera_emb = nn.Parameter(torch.zeros(len(self.cameras), 1, h))
         self.state_proj = nn.Linear(c.To * self.encoder.out_dim, h) if self.encoder is not None else None
+        self.sentence_proj = nn.Linear(self.text_mean.numel(), h) if c.sentence_token else None
         if c.lora_rank > 0:
             from peft import LoraConfig, get_peft_model
 
@@ -145,9 +150,15 @@ class VLAPolicy(ChunkPolicy):
         return ObservationEncoder(state, self.config.encoder) if state else None
 
     # --- inputs ------------------------------------------------------------------------------
-    def text_features(self, texts) -> torch.Tensor:
-        """Instruction token ids (N, max_text_tokens), padded."""
-        return self.tokenizer(list(texts), self.config.max_text_tokens)
+    def _reads_sentence_embedding(self, config) -> bool:
+        return bool(config.sentence_token)
+
+    def text_features(self, texts) -> dict[str, torch.Tensor]:
+        """Instruction token ids (N, max_text_tokens), padded; with ``sentence_token`` also ``.embedding`` (N, D)."""
+        out = {"": self.tokenizer(list(texts), self.config.max_text_tokens)}
+        if self.config.sentence_token:
+            out[".embedding"] = self._sentence_embeddings(texts)
+        return out
 
     def _prefix(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs_embeds (B, P, H), attention mask (B, P) of 1 / 0)."""
@@ -168,6 +179,10 @@ class VLAPolicy(ChunkPolicy):
             obs = self.normalized_obs(batch)
             st = self.encoder({s.name: obs[s.name] for s in self.encoder.inputs})
             parts.append(self.state_proj(st.flatten(1))[:, None])
+            masks.append(torch.ones(b, 1, dtype=torch.int64, device=ids.device))
+        if self.sentence_proj is not None:
+            e = batch[OBS_PREFIX + self.language[0] + ".embedding"]
+            parts.append(self.sentence_proj(self._normalized_text(e.float()))[:, None])
             masks.append(torch.ones(b, 1, dtype=torch.int64, device=ids.device))
         parts.append(emb(ids))
         masks.append((ids != self.tokenizer.pad_token_id).long())

@@ -79,6 +79,10 @@ class TrainConfig:
     Llama-style trunk built from a config."""
     vla_vision: Path | None = None
     """vla: a local transformers vision folder (SigLIP / ViT / DINOv2); default: a small random SigLIP tower."""
+    vla_sentence_token: bool | None = None
+    """vla: also give the trunk the instruction's frozen MiniLM sentence embedding as one token (Octo / RT-1 read a
+    pretrained text encoder's output); default: on for a trunk built from a config (its byte tokens start with no
+    meaning), off with --vla-trunk."""
     lora_rank: int | None = None
     """vla: LoRA rank on the trunk's linear layers (peft); default 32 with --vla-trunk, 0 (train it all) without."""
     eval_every: int = 0

@@ -17,7 +17,7 @@ SAMPLERS = {"diffusion": ("ddpm", "ddim", "edm"), "flow": ("euler",), "act": (),
             "carp": ("sample", "greedy"), "vla": ("greedy", "sample", "euler")}
 # flags that shape the network: --resume refuses a change of any of them
 SHAPE_KEYS = ("policy", "obs", "size", "denoiser", "obs_steps", "horizon", "action_steps", "bins", "binning",
-              "tokenizer", "vla_head", "vla_trunk", "vla_vision", "lora_rank")
+              "tokenizer", "vla_head", "vla_trunk", "vla_vision", "vla_sentence_token", "lora_rank")
 
 
 def effective_flags(flags: dict) -> dict:
@@ -25,6 +25,8 @@ def effective_flags(flags: dict) -> dict:
     out = dict(flags)
     if out.get("obs_steps") is None:
         out["obs_steps"] = 1 if out.get("policy") == "act" else 2
+    if out.get("policy") == "vla" and out.get("vla_sentence_token") is None:
+        out["vla_sentence_token"] = out.get("vla_trunk") is None
     return out
 
 
@@ -103,6 +105,8 @@ def policy_config(cfg: TrainConfig, has_images: bool, tokenizer=None):
                          Ta=cfg.action_steps, head=head, n_bins=cfg.bins,
                          trunk_path=str(cfg.vla_trunk) if cfg.vla_trunk else None,
                          vision_path=str(cfg.vla_vision) if cfg.vla_vision else None, lora_rank=lora,
+                         sentence_token=(cfg.vla_trunk is None if cfg.vla_sentence_token is None
+                                         else cfg.vla_sentence_token),
                          decoding=cfg.sampler if cfg.sampler in ("greedy", "sample") else "greedy",
                          encoder=_encoder(cfg), **size)
     from robot_learning.policies.autoregressive import ARConfig

@@ -14,7 +14,7 @@ from robot_learning.errors import ConfigError
 
 class WithInstructions:
     """``DenseWindows`` plus ``obs.<name>``: what the policy reads of each item's episode instruction
-    (``policy.text_features``: sentence embeddings (B, To, D), or a VLA's token ids)."""
+    (``policy.text_features``: sentence embeddings (B, To, D), and / or a VLA's token ids)."""
 
     def __init__(self, data, sampler, store, policy):
         by_index = {e.index: e for e in store.episodes}
@@ -27,10 +27,10 @@ class WithInstructions:
             texts.append(str(task))
         uniq = sorted(set(texts))
         policy.fit_text(uniq)   # on --resume the saved statistics replace these (they are applied in the policy)
-        table = policy.text_features(uniq)
+        tables = policy.text_features(uniq)
         text_of = dict(zip(np.unique(eps).tolist(), texts))
         self.row = torch.tensor([uniq.index(text_of[int(e)]) for e in eps], dtype=torch.int64, device=data.device)
-        self.table = table.to(data.device)
+        self.text_tables = {k: t.to(data.device) for k, t in tables.items()}
         self.data, self.names = data, list(policy.language)
         self.instructions = uniq
         self.nbytes = data.nbytes
@@ -41,9 +41,10 @@ class WithInstructions:
     def batch(self, items) -> Mapping[str, torch.Tensor]:
         out = dict(self.data.batch(items))
         idx = torch.as_tensor(items, dtype=torch.int64, device=self.row.device)
-        feats = self.table[self.row[idx]]
+        rows = self.row[idx]
         for n in self.names:
-            out[OBS_PREFIX + n] = feats
+            for suffix, t in self.text_tables.items():
+                out[OBS_PREFIX + n + suffix] = t[rows]
         return out
 
     @property
