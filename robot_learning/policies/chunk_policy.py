@@ -184,9 +184,7 @@ class ChunkPolicy(nn.Module):
         as far from the training ones as it is. Fewer than two distinct instructions: identity."""
         if not hasattr(self, "text_mean"):
             return
-        from robot_learning.policies.text import embed
-
-        e = torch.from_numpy(embed(sorted(set(map(str, texts))), self.meta["text_encoder"]))
+        e = self._sentence_embeddings(sorted(set(map(str, texts))))
         mean, scale = torch.zeros(e.shape[1]), torch.ones(())
         if len(e) >= 2:
             mean = e.mean(0)
