@@ -94,10 +94,9 @@ def main() -> None:
         run = a.out / fam
         if not (run / "summary.json").is_file():
             budget = ["--minutes", str(a.minutes)] + (["--steps", str(a.steps)] if a.steps else [])
-            if fam == "carp" and a.carp_tokenizer is not None:
-                budget += ["--tokenizer", str(a.carp_tokenizer)]
+            tok = ["--tokenizer", str(a.carp_tokenizer)] if fam == "carp" and a.carp_tokenizer is not None else []
             t0 = time.time()
-            cli("train", "--dataset", str(a.dataset), "--out", str(run), "--obs", a.obs, *VARIANTS[fam], *budget,
+            cli("train", "--dataset", str(a.dataset), "--out", str(run), "--obs", a.obs, *VARIANTS[fam], *budget, *tok,
                 "--eval-episodes", "0", "--threads", str(a.threads), "--no-progress", threads=a.threads)
             print(f"{fam}: trained in {time.time() - t0:.0f} s", flush=True)
             trained_now.append(fam)

@@ -73,6 +73,13 @@ def test_vla_trains_resumes_reloads_in_a_fresh_process_and_evaluates(camera_demo
             per_text.append(pol.infer(sim.reset(100_000, instruction=text)).actions)
     assert not np.array_equal(*per_text)                                 # the instruction reaches the actions
     here = _actions(pol)
+    with torch.no_grad():                                                # ... and the sentence token is one way in
+        saved = {k: v.clone() for k, v in pol.sentence_proj.state_dict().items()}
+        pol.sentence_proj.weight.zero_()
+        pol.sentence_proj.bias.zero_()
+        assert not np.array_equal(_actions(pol), here)
+        pol.sentence_proj.load_state_dict(saved)
+    assert np.array_equal(_actions(pol), here)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MUJOCO_GL": "egl"}
     r = subprocess.run([sys.executable, "-c", CHILD, str(run), str(tmp_path / "a.npy"), str(torch.get_num_threads())],
                        capture_output=True, text=True, env=env, timeout=180)

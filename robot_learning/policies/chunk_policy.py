@@ -137,7 +137,7 @@ class ChunkPolicy(nn.Module):
             raise SpecMismatchError.expected("action statistics shape", (self.action_dim,), normalizer.shape("action"))
         self.normalizer = normalizer
         self.language = [s.name for s in observation_features if s.kind is FeatureKind.LANGUAGE]
-        if self.language and self._reads_sentence_embedding(config):
+        if self.language and self._reads_sentence_embedding():
             from robot_learning.policies.text import DEFAULT_TEXT_ENCODER, text_dim
 
             self.meta.setdefault("text_encoder", DEFAULT_TEXT_ENCODER)
@@ -159,7 +159,7 @@ class ChunkPolicy(nn.Module):
     def _build_encoder(self) -> nn.Module | None:
         return ObservationEncoder(self.encoder_inputs, self.config.encoder)
 
-    def _reads_sentence_embedding(self, config) -> bool:
+    def _reads_sentence_embedding(self) -> bool:
         """Whether an instruction reaches this policy as a sentence embedding (``text_mean`` / ``text_scale``)."""
         return self.embeds_text
 

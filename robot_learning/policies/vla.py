@@ -150,8 +150,8 @@ class VLAPolicy(ChunkPolicy):
         return ObservationEncoder(state, self.config.encoder) if state else None
 
     # --- inputs ------------------------------------------------------------------------------
-    def _reads_sentence_embedding(self, config) -> bool:
-        return bool(config.sentence_token)
+    def _reads_sentence_embedding(self) -> bool:
+        return bool(self.config.sentence_token)
 
     def text_features(self, texts) -> dict[str, torch.Tensor]:
         """Instruction token ids (N, max_text_tokens), padded; with ``sentence_token`` also ``.embedding`` (N, D)."""
