@@ -157,6 +157,23 @@ def test_samplers_are_unbiased_on_a_gaussian(kind, steps, nfe):
         assert bool((std > 0.8 * s).all()), std
 
 
+@pytest.mark.parametrize("kind, steps", [("ddim", 10), ("edm", 3)])
+def test_zero_temperature_samples_the_same_chunk_whatever_the_noise(kind, steps):
+    """Temperature 0 starts from the zero latent: ddim / edm become a function of the observation alone (for a
+    Gaussian, its mean); temperature 1 keeps the spread."""
+    mu = torch.tensor([-0.4, 0.1, 0.35], dtype=torch.float64).view(1, 1, 3)
+    draw = lambda t, g: Sampler(kind, steps, temperature=t).sample(  # noqa: E731
+        exact_eps(mu, 0.1, []), (64, 8, 3), generator=torch.Generator().manual_seed(g)).double()
+    a, b = draw(0.0, 0), draw(0.0, 1)
+    torch.testing.assert_close(a, b)
+    np.testing.assert_allclose(a.numpy(), np.broadcast_to(mu.numpy(), a.shape), atol=0.01)
+    assert bool((draw(1.0, 0).std((0, 1)) > 0.015).all())
+    half = draw(0.5, 0).std((0, 1))
+    assert bool((half < 0.7 * draw(1.0, 0).std((0, 1))).all()) and bool((half > 0).all())
+    with pytest.raises(ConfigError, match="temperature"):
+        Sampler(kind, steps, temperature=1.5)
+
+
 def test_sampler_config_errors():
     for kind, steps in (("euler", None), ("ddim", 0), ("ddim", 101), ("edm", -1), ("ddpm", 101)):
         with pytest.raises(ConfigError):

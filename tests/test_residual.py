@@ -118,14 +118,42 @@ def test_finetune_residual_trains_checkpoints_resumes_and_reloads(base_run, tmp_
 
     # A fresh process loads the residual policy (its base inside), and eval runs it and refuses the RL seeds.
     code = ("import json,sys; from robot_learning.policies.checkpoint import load_policy; "
-            "p = load_policy(sys.argv[1]); print(json.dumps([type(p).__name__, type(p.base).__name__]))")
+            "p = load_policy(sys.argv[1]); "
+            "print(json.dumps([type(p).__name__, type(p.base).__name__, p.base.sampler.temperature]))")
     r = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout.strip().splitlines()[-1]) == ["ResidualPolicy", "DiffusionPolicy"]
+    # the base keeps the sampler it was fine-tuned with: temperature 0 (deterministic), the default
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == ["ResidualPolicy", "DiffusionPolicy", 0.0]
     rc, text = _cli("eval", "--checkpoint", str(out), "--episodes", "1", "--json")
     assert rc == 0, text
     assert json.loads(text.strip().splitlines()[-1])["episodes"] == 1
     assert main(["eval", "--checkpoint", str(out), "--episodes", "1", "--seed", str(lo)]) == 2
+
+
+def test_shaped_reward_is_the_sparse_one_plus_the_change_in_task_progress(base_run):
+    """--reward shaped: r = success + gamma * phi(s') - phi(s); with gamma 1 it sums over an episode's ticks to
+    phi(last) - phi(first) (plus the success), so it rewards progress without changing what is optimal."""
+    from robot_learning.cli.rig import parse_robot
+    from robot_learning.policies.checkpoint import load_policy
+    from robot_learning.policies.residual import ResidualConfig, ResidualPolicy
+    from robot_learning.rl.residual_ppo import Rollouts
+
+    base = load_policy(base_run)
+    policy = ResidualPolicy(base, ResidualConfig(log_std=-1.0), dict(base.meta))
+    _, task, robot = parse_robot("sim:lift")
+    envs = Rollouts(policy, task, robot, 2, first_seed=300_000, seed=0)
+    try:
+        phi0 = envs.phi.copy()
+        assert np.all((0 <= phi0) & (phi0 < 1)) and phi0[0] != phi0[1]       # two cube placements
+        gen = torch.Generator().manual_seed(0)
+        *_, rew, term, done, finished = envs.collect(12, policy.actor, -1.0, gen, None, shaping_gamma=1.0)
+        assert not finished and not done.any()                              # 12 ticks: no episode ended
+        np.testing.assert_allclose(rew.sum(0), envs.phi - phi0, atol=1e-9)
+        assert np.abs(rew).max() > 1e-4                                     # the arm moved: progress changed
+        *_, rew, term, done, finished = envs.collect(12, policy.actor, -1.0, gen, None)
+        assert not rew.any()                                                # sparse: 0 until a success
+    finally:
+        envs.close()
 
 
 def test_residual_policy_through_the_server_equals_local(base_run, tmp_path):

@@ -315,6 +315,9 @@ class EvalConfig:
     """diffusion: ddpm, ddim or edm; flow: euler; ar: greedy or sample (default: the policy's)."""
     sampling_steps: int | None = None
     """Denoising / integration steps (default: the sampler's: ddpm 100, ddim 10, edm 3, euler 10)."""
+    sampling_temperature: float | None = None
+    """diffusion / flow: scale of the starting noise, 0..1 (1: the trained distribution; 0: deterministic, the
+    zero latent). Default: the policy's (a residual policy's base keeps the one it was fine-tuned with)."""
     videos: int = 4
     """Rollout videos to write (the first episodes)."""
     out: Path | None = None

@@ -15,14 +15,12 @@ def _url_host(host: str) -> str:
 def run_serve(cfg: ServeConfig) -> int:
     """Load the policy, serve it until Ctrl-C; returns 0."""
     from robot_learning.deploy.server import PolicyServer
+    from robot_learning.cli.learn_cmds import apply_sampler_flags
     from robot_learning.policies.checkpoint import load_policy, resolve_policy_dir
 
     policy_dir = resolve_policy_dir(cfg.checkpoint)
     policy = load_policy(policy_dir, device=cfg.device)
-    if cfg.sampler is not None or cfg.sampling_steps is not None:
-        if getattr(policy, "sampler", None) is None:
-            raise ConfigError(f"--sampler/--sampling-steps: a {getattr(policy, 'kind', 'this')} policy has no sampler")
-        policy.set_sampler(cfg.sampler or policy.sampler.kind, cfg.sampling_steps)
+    apply_sampler_flags(policy, cfg.sampler, cfg.sampling_steps)
     server = PolicyServer(policy, host=cfg.host, port=cfg.port, token=cfg.token)
     port = server.start()
     where = f"{_url_host(server.host)}:{port}"

@@ -37,6 +37,25 @@ def parse_env(spec: str | None, meta: dict) -> tuple[str, str]:
     return parse_sim_robot(spec, flag="--env", default_model=robot.get("name", "panda"))
 
 
+def apply_sampler_flags(policy, kind: str | None, steps: int | None, temperature: float | None = None) -> None:
+    """--sampler / --sampling-steps / --sampling-temperature on a loaded policy (steps and temperature alone keep
+    the policy's sampler kind; a new kind starts from its default steps)."""
+    if kind is None and steps is None and temperature is None:
+        return
+    sampler = getattr(policy, "sampler", None)
+    if sampler is None:
+        raise ConfigError(f"--sampler/--sampling-steps/--sampling-temperature: a {getattr(policy, 'kind', 'this')} "
+                          "policy has no sampler")
+    if steps is None and kind in (None, sampler.kind):
+        steps = sampler.steps
+    if temperature is None:
+        policy.set_sampler(kind or sampler.kind, steps)
+    elif hasattr(sampler, "temperature"):
+        policy.set_sampler(kind or sampler.kind, steps, temperature)
+    else:
+        raise ConfigError(f"--sampling-temperature: the {sampler!r} of this policy has no temperature")
+
+
 def run_eval(cfg: EvalConfig) -> int:
     from robot_learning.evaluation.metrics import summarize
     from robot_learning.evaluation.rollout import evaluate, held_out_seeds, seen_seeds
@@ -46,10 +65,7 @@ def run_eval(cfg: EvalConfig) -> int:
     policy = load_policy(policy_dir, device=cfg.device)
     task, robot = parse_env(cfg.env, policy.meta)
     seeds = held_out_seeds(cfg.seed, cfg.episodes, seen_seeds(policy.meta), "--seed")
-    if cfg.sampler is not None or cfg.sampling_steps is not None:
-        if getattr(policy, "sampler", None) is None:
-            raise ConfigError(f"--sampler/--sampling-steps: a {getattr(policy, 'kind', 'this')} policy has no sampler")
-        policy.set_sampler(cfg.sampler or policy.sampler.kind, cfg.sampling_steps)
+    apply_sampler_flags(policy, cfg.sampler, cfg.sampling_steps, cfg.sampling_temperature)
     if cfg.steer is not None:
         from robot_learning.policies.steered import SteeredPolicy
         from robot_learning.rl.critic import ChunkCritic
@@ -64,6 +80,7 @@ def run_eval(cfg: EvalConfig) -> int:
     sampler = policy.sampler
     summary = {"task": task, "robot": robot, "checkpoint": str(policy_dir),
                "sampler": getattr(sampler, "kind", None), "sampling_steps": getattr(sampler, "steps", None),
+               "sampling_temperature": getattr(sampler, "temperature", None),
                **summarize(results)}
     if cfg.steer is not None:
         summary["steer"] = {"critic": str(cfg.steer), "samples": cfg.samples, "beta": cfg.beta}

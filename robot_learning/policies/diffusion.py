@@ -15,7 +15,7 @@ with its weights; it is strict (a missing key or a shape mismatch is an error).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 import torch
@@ -28,7 +28,8 @@ from robot_learning.policies.chunk_policy import (NORM_MODES, ChunkPolicy, check
                                                   JsonConfig, encoder_inputs,
                                                   normalizer_modes)
 from robot_learning.policies.nets.encoders import EncoderConfig
-from robot_learning.policies.samplers import FLOW_SAMPLERS, SAMPLERS, FlowSampler, Sampler, training_scheduler
+from robot_learning.policies.samplers import (FLOW_SAMPLERS, SAMPLERS, FlowSampler, Sampler, check_temperature,
+                                             training_scheduler)
 
 __all__ = ["NORM_MODES", "OBJECTIVES", "DiffusionConfig", "DiffusionPolicy", "encoder_inputs", "normalizer_modes"]
 
@@ -45,7 +46,8 @@ class DiffusionConfig(JsonConfig):
     objective: "ddpm" (epsilon or sample prediction over ``num_train_timesteps`` noise levels) or "flow" (flow
     matching: velocity regression, sampled with ``euler`` steps).
     sampler / sampling_steps: inference default (ddpm, ddim or edm for ddpm; euler for flow; None = that
-    sampler's default: ddim 10, edm 3, euler 10).
+    sampler's default: ddim 10, edm 3, euler 10). sampling_temperature: scale of the starting noise (1: the
+    trained distribution, 0: deterministic; ``samplers`` module docstring).
     """
 
     To: int = 2
@@ -67,6 +69,7 @@ class DiffusionConfig(JsonConfig):
     clip_sample: bool = True
     sampler: str = "ddim"
     sampling_steps: int | None = None
+    sampling_temperature: float = 1.0
     state_norm: str = "minmax"
     tactile_norm: str = "meanstd"
     action_norm: str = "minmax"
@@ -84,6 +87,7 @@ class DiffusionConfig(JsonConfig):
         if self.sampler not in ok:
             raise ConfigError.expected(f"sampler of a {self.objective} policy", f"one of {list(ok)}",
                                        repr(self.sampler))
+        check_temperature(self.sampling_temperature)
         check_norms(self)
 
 
@@ -108,20 +112,21 @@ class DiffusionPolicy(ChunkPolicy):
                                                 config.d_model, config.n_heads, config.n_layers, config.dropout)
         self.noise_scheduler = training_scheduler(config.num_train_timesteps, config.beta_schedule,
                                                   config.prediction_type, config.clip_sample)
-        self._sampler = self.make_sampler(config.sampler, config.sampling_steps)
+        self._sampler = self.make_sampler(config.sampler, config.sampling_steps, config.sampling_temperature)
 
     # --- construction ------------------------------------------------------------------------
-    def make_sampler(self, kind: str, steps: int | None = None) -> Sampler | FlowSampler:
+    def make_sampler(self, kind: str, steps: int | None = None, temperature: float = 1.0) -> Sampler | FlowSampler:
         c = self.config
         if c.objective == "flow":
             if kind not in FLOW_SAMPLERS:
                 raise ConfigError.expected("sampler of a flow-matching policy", f"one of {list(FLOW_SAMPLERS)}",
                                            repr(kind))
-            return FlowSampler(kind, steps, time_scale=c.num_train_timesteps, clip_sample=c.clip_sample)
+            return FlowSampler(kind, steps, time_scale=c.num_train_timesteps, clip_sample=c.clip_sample,
+                               temperature=temperature)
         if kind not in SAMPLERS:
             raise ConfigError.expected("sampler of a diffusion policy", f"one of {list(SAMPLERS)}", repr(kind))
         return Sampler(kind, steps, num_train_timesteps=c.num_train_timesteps, beta_schedule=c.beta_schedule,
-                       prediction_type=c.prediction_type, clip_sample=c.clip_sample)
+                       prediction_type=c.prediction_type, clip_sample=c.clip_sample, temperature=temperature)
 
     @property
     def sampler(self):
@@ -131,8 +136,12 @@ class DiffusionPolicy(ChunkPolicy):
     def sampler(self, value) -> None:
         self._sampler = value
 
-    def set_sampler(self, kind: str, steps: int | None = None) -> None:
-        self._sampler = self.make_sampler(kind, steps)
+    def set_sampler(self, kind: str, steps: int | None = None, temperature: float | None = None) -> None:
+        """Sample this network another way from now on; the choice is saved with the policy (a residual policy's
+        base keeps the sampler it was fine-tuned with)."""
+        t = self.config.sampling_temperature if temperature is None else float(temperature)
+        self._sampler = self.make_sampler(kind, steps, t)
+        self.config = replace(self.config, sampler=kind, sampling_steps=steps, sampling_temperature=t)
 
     # --- training ----------------------------------------------------------------------------
     def compute_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:

@@ -157,10 +157,10 @@ class ResidualPolicy(nn.Module):
         """The base's sampler (``eval --sampler`` sets it)."""
         return getattr(self.base, "sampler", None)
 
-    def set_sampler(self, kind: str, steps: int | None = None) -> None:
+    def set_sampler(self, kind: str, steps: int | None = None, temperature: float | None = None) -> None:
         if not hasattr(self.base, "set_sampler"):
             raise ConfigError(f"the base policy ({type(self.base).__name__}) has no sampler to set")
-        self.base.set_sampler(kind, steps)
+        self.base.set_sampler(kind, steps, *(() if temperature is None else (temperature,)))
 
     def base_parameters(self):
         return self.base.parameters() if isinstance(self.base, nn.Module) else iter(())

@@ -16,6 +16,11 @@ Diffusion Policy. One trained network can then be sampled three ways (diffusers 
   seeds (docs/benchmarks.md). This sampler is written here, not taken from diffusers, for
   that range.
 
+``temperature`` scales the starting noise (1: the trained distribution; 0: every draw starts from the zero
+latent, so ddim / edm / euler become a deterministic function of the observation; ddpm still adds its
+per-step noise). Residual RL over a frozen base uses 0 (docs/benchmarks.md: on the lift twin the base's own
+sampling noise decided most episodes, which drowns the residual's signal).
+
 ``Sampler.sample(denoise, shape, generator)`` starts from Gaussian noise and returns the final
 (normalised) sample; ``denoise(x, t)`` maps a noisy batch and a (B,) timestep tensor to the
 predicted noise.
@@ -50,18 +55,27 @@ def training_scheduler(num_train_timesteps: int = 100, beta_schedule: str = "squ
     return DDPMScheduler(**_common(num_train_timesteps, beta_schedule, prediction_type), clip_sample=clip_sample)
 
 
+def check_temperature(t: float) -> float:
+    """The sampling temperature, refused (one line) outside [0, 1]."""
+    t = float(t)
+    if not 0.0 <= t <= 1.0:
+        raise ConfigError.expected("sampling temperature", "0..1 (1: the trained distribution, 0: deterministic)", t)
+    return t
+
+
 class Sampler:
     """One sampling method with its step count (see the module docstring)."""
 
     def __init__(self, kind: str, steps: int | None = None, *, num_train_timesteps: int = 100,
-                 beta_schedule: str = "squaredcos_cap_v2", prediction_type: str = "epsilon", clip_sample: bool = True):
+                 beta_schedule: str = "squaredcos_cap_v2", prediction_type: str = "epsilon", clip_sample: bool = True,
+                 temperature: float = 1.0):
         if kind not in SAMPLERS:
             raise ConfigError.expected("sampler", f"one of {list(SAMPLERS)}", repr(kind))
         steps = DEFAULT_STEPS[kind] if steps is None else int(steps)
         steps = num_train_timesteps if steps is None else steps
         if not 1 <= steps <= num_train_timesteps:
             raise ConfigError.expected(f"{kind} sampling steps", f"1..{num_train_timesteps}", steps)
-        self.kind, self.steps = kind, steps
+        self.kind, self.steps, self.temperature = kind, steps, check_temperature(temperature)
         common = _common(num_train_timesteps, beta_schedule, prediction_type)
         if kind == "ddpm":
             from diffusers import DDPMScheduler
@@ -96,7 +110,8 @@ class Sampler:
         return [round(float(v), 6) for v in t]
 
     def __repr__(self) -> str:
-        return f"Sampler({self.kind}, steps={self.steps})"
+        t = "" if self.temperature == 1.0 else f", temperature={self.temperature:g}"
+        return f"Sampler({self.kind}, steps={self.steps}{t})"
 
     @torch.no_grad()
     def sample(self, denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], shape: tuple[int, ...],
@@ -107,7 +122,7 @@ class Sampler:
         sch = self.scheduler
         sch.set_timesteps(self.steps, device=device)
         x = torch.randn(shape, generator=generator, device=device, dtype=dtype)
-        x = x * getattr(sch, "init_noise_sigma", 1.0)
+        x = x * (getattr(sch, "init_noise_sigma", 1.0) * self.temperature)
         b = shape[0]
         kwargs = {"generator": generator} if self.kind == "ddpm" else {}
         for t, t_model in zip(sch.timesteps, self.model_timesteps()):
@@ -121,7 +136,7 @@ class Sampler:
         (the network sees x / sqrt(1 + sigma^2), the variance-preserving input it was trained on)."""
         b = shape[0]
         sig = [float(v) for v in self.sigmas]
-        x = torch.randn(shape, generator=generator, device=device, dtype=dtype) * sig[0]
+        x = torch.randn(shape, generator=generator, device=device, dtype=dtype) * (sig[0] * self.temperature)
         prev_x0, prev_h = None, None
         for i, t_model in enumerate(self.model_timesteps()):
             s, s_next = sig[i], sig[i + 1]
@@ -156,7 +171,7 @@ class FlowSampler:
     """
 
     def __init__(self, kind: str = "euler", steps: int | None = None, *, time_scale: float = 100.0,
-                 clip_sample: bool = True):
+                 clip_sample: bool = True, temperature: float = 1.0):
         if kind not in FLOW_SAMPLERS:
             raise ConfigError.expected("flow-matching sampler", f"one of {list(FLOW_SAMPLERS)}", repr(kind))
         steps = FLOW_DEFAULT_STEPS if steps is None else int(steps)
@@ -164,15 +179,17 @@ class FlowSampler:
             raise ConfigError.expected("euler sampling steps", "1..1000", steps)
         self.kind, self.steps, self.nfe = kind, steps, steps
         self.time_scale, self.clip_sample = float(time_scale), clip_sample
+        self.temperature = check_temperature(temperature)
 
     def __repr__(self) -> str:
-        return f"FlowSampler({self.kind}, steps={self.steps})"
+        t = "" if self.temperature == 1.0 else f", temperature={self.temperature:g}"
+        return f"FlowSampler({self.kind}, steps={self.steps}{t})"
 
     @torch.no_grad()
     def sample(self, velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], shape: tuple[int, ...],
                generator: torch.Generator | None = None, device: torch.device | str = "cpu",
                dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        x = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        x = torch.randn(shape, generator=generator, device=device, dtype=dtype) * self.temperature
         b, dt = shape[0], 1.0 / self.steps
         for i in range(self.steps):
             t = 1.0 - i * dt

@@ -59,10 +59,10 @@ class SteeredPolicy:
     def sampler(self):
         return getattr(self.base, "sampler", None)
 
-    def set_sampler(self, kind: str, steps: int | None = None) -> None:
+    def set_sampler(self, kind: str, steps: int | None = None, temperature: float | None = None) -> None:
         if not hasattr(self.base, "set_sampler"):
             raise ConfigError(f"the base policy ({type(self.base).__name__}) has no sampler to set")
-        self.base.set_sampler(kind, steps)
+        self.base.set_sampler(kind, steps, *(() if temperature is None else (temperature,)))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.critic.parameters())

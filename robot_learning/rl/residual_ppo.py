@@ -60,6 +60,7 @@ class Rollouts:
         self.base = BatchedBase(policy.base, n, seed=seed)
         self.next_seed = int(first_seed)
         self.first_seed = int(first_seed)
+        self.phi = np.zeros(n)       # the task's dense progress reward at each env's current state (shaping)
         self.obs = [self._reset(i) for i in range(n)]
         self.ep_len = np.zeros(n, dtype=np.int64)
         self.max_steps = self.envs[0].max_steps
@@ -67,13 +68,18 @@ class Rollouts:
     def _reset(self, i: int):
         self.base.reset(i)
         seed, self.next_seed = self.next_seed, self.next_seed + 1
-        return self.envs[i].reset(seed)
+        obs = self.envs[i].reset(seed)
+        self.phi[i] = self.envs[i].task.reward(self.envs[i].world)
+        return obs
 
     def state(self, observations) -> torch.Tensor:
         return self.policy.state_input({s.name: np.stack([o.values[s.name] for o in observations])
                                         for s in self.policy.state_feats})
 
-    def collect(self, steps: int, actor, log_std: float, generator: torch.Generator, reward_norm: ReturnNormalizer):
+    def collect(self, steps: int, actor, log_std: float, generator: torch.Generator, reward_norm: ReturnNormalizer,
+                shaping_gamma: float | None = None):
+        """One batch. ``shaping_gamma``: add potential-based shaping ``gamma * phi(s') - phi(s)`` (phi: the task's
+        dense reward; phi = 0 after a diverged step) to the sparse success reward."""
         p, n = self.policy, self.n
         xs, states, next_states, res, logps = [], [], [], [], []
         rewards = np.zeros((steps, n))
@@ -93,13 +99,16 @@ class Rollouts:
             finals = []
             for i, env in enumerate(self.envs):
                 try:
-                    o, _, success, trunc, _ = env.step(Action.from_vector(p.action_features, act[i]))
+                    o, phi, success, trunc, _ = env.step(Action.from_vector(p.action_features, act[i]))
                 except ConfigError:   # the physics diverged: a failed episode, no bootstrap
-                    o, success, trunc, diverged = self.obs[i], False, False, True
+                    o, phi, success, trunc, diverged = self.obs[i], 0.0, False, False, True
                 else:
                     diverged = False
                 self.ep_len[i] += 1
                 rewards[t, i] = 1.0 if success else 0.0
+                if shaping_gamma is not None:
+                    rewards[t, i] += shaping_gamma * phi - self.phi[i]
+                    self.phi[i] = phi
                 terminated[t, i] = 1.0 if (success or diverged) else 0.0
                 done[t, i] = 1.0 if (success or trunc or diverged) else 0.0
                 finals.append(o)
@@ -176,6 +185,9 @@ def finetune_residual(cfg: FinetuneResidualConfig) -> dict:
     set_torch_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     base = load_base_for(cfg.checkpoint, task, cfg.device)
+    sampler = getattr(base, "sampler", None)
+    if hasattr(sampler, "temperature") and sampler.temperature != cfg.base_temperature:
+        base.set_sampler(sampler.kind, sampler.steps, cfg.base_temperature)
     eval_seeds = held_out_seeds(cfg.eval_seed, cfg.eval_episodes, seen_seeds(base.meta), "--eval-seed")
     policy = ResidualPolicy(base, ResidualConfig(tuple(cfg.hidden), cfg.scale, cfg.log_std), dict(base.meta))
     ppo = _ppo_config(cfg)
@@ -200,7 +212,8 @@ def finetune_residual(cfg: FinetuneResidualConfig) -> dict:
     def meta() -> dict:
         ranges = list(base.meta.get("train_seed_ranges", [])) + [[cfg.train_seed, envs.next_seed]]
         return {"train_seed_ranges": ranges, "finetune": {"method": "residual-ppo", "env": cfg.env,
-                                                          "iterations": info["iteration"], "env_steps": info["env_steps"]}}
+                                                          "iterations": info["iteration"], "env_steps": info["env_steps"],
+                                                          "reward": cfg.reward, "base_temperature": cfg.base_temperature}}
 
     evaluate_now = HeldOutEval(policy, task, robot, eval_seeds if cfg.eval_episodes else [], ev_log, info,
                                ("iteration", "env_steps"), cfg.progress)
@@ -228,7 +241,8 @@ def finetune_residual(cfg: FinetuneResidualConfig) -> dict:
             t0 = time.perf_counter()
             policy.actor.train()
             x, state, next_state, r, logp, rew, term, done, finished = envs.collect(
-                steps, policy.actor, policy.config.log_std, gen, reward_norm)
+                steps, policy.actor, policy.config.log_std, gen, reward_norm,
+                ppo.gamma if cfg.reward == "shaped" else None)
             roll_s = time.perf_counter() - t0
             with torch.no_grad():
                 values = critic(state).numpy()
