@@ -148,6 +148,9 @@ def test_family_flag_errors_are_one_line(lift_base, tmp_path, capsys):
     assert main(["eval", "--checkpoint", str(run), "--episodes", "1", "--sampler", "euler",
                  "--out", str(tmp_path / "e")]) == 2
     assert "sampler of a diffusion policy" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(run), "--episodes", "1", "--sampling-temperature", "2",
+                 "--out", str(tmp_path / "e")]) == 2
+    assert "sampling temperature: expected 0..1" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- pieces, against known answers

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 
 from robot_learning.cli.deploy_configs import ServeConfig
-from robot_learning.errors import ConfigError
 
 
 def _url_host(host: str) -> str:
