@@ -42,3 +42,16 @@ def test_finetune_bench_pairs_the_steered_arm_with_the_base(lift_base, tmp_path)
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["base"]["episodes"] == 1 and out["steer"]["episodes"] == 1 and out["steer"]["samples"] == 2
     assert out["steer"]["paired_gain_ci95"][0] <= out["steer"]["paired_gain"] <= out["steer"]["paired_gain_ci95"][1]
+
+
+def test_base_noise_bench_replays_seeds_and_a_zero_temperature_base_repeats_itself(lift_base):
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "base_noise.py"), "--checkpoint", str(lift_base["run"]),
+                        "--seeds", "2", "--repeats", "2", "--envs", "4", "--temperature", "0"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["episodes"] == 4 and sum(out["successes_per_seed_histogram"]) == 2
+    fails = out["failures_best_progress"]
+    assert len(fails) == 4 - round(4 * out["success_rate"])
+    # deterministic base, no action noise: both replays of a seed end with the same best progress
+    assert len(fails) % 2 == 0 and fails[0::2] == fails[1::2]
