@@ -61,3 +61,27 @@ def test_steering_lifts_a_30_demo_policy_beyond_the_95_percent_interval(tmp_path
     res = json.loads(r.stdout.strip().splitlines()[-1])
     assert 0.3 <= res["base"]["success_rate"] <= 0.7, res         # a base with room to improve
     assert res["steer"]["paired_gain_ci95"][0] > 0, res          # the gain exceeds the 95% interval
+
+
+@pytest.mark.slow
+def test_residual_ppo_raises_a_30_demo_policy_by_20_points_in_45_minutes(tmp_path):
+    """Issue 8: the same 30-demo lift base, run at sampling temperature 0 (~0.54 on held-out seeds), fine-tuned by
+    residual PPO for 45 minutes (16 twin envs, one process), then evaluated with its base on 200 held-out seeds,
+    paired with the base alone at temperature 0. The issue's target, not met yet: the measured runs reached +8 to
+    +10 points on 50 seeds after 30 minutes (docs/benchmarks.md). About 75 minutes on 2 cores."""
+    from sim_recordings import record_lift
+
+    demos = record_lift(tmp_path / "demos.zarr", seeds=tuple(range(30)), cameras=(), tactile=False)
+    r = subprocess.run([sys.executable, "-m", "robot_learning", "train", "--dataset", str(demos), "--out",
+                        str(tmp_path / "base"), "--obs", "state", "--steps", "3000", "--threads", "1",
+                        "--eval-episodes", "0", "--no-progress"], text=True, capture_output=True, timeout=3600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    bench = Path(__file__).resolve().parents[1] / "bench" / "finetune.py"
+    r = subprocess.run([sys.executable, str(bench), "--base", str(tmp_path / "base"), "--demos", str(demos),
+                        "--arms", "ppo", "--minutes", "45", "--episodes", "200", "--seed", "120000",
+                        "--out", str(tmp_path / "ft"), "--no-save"], text=True, capture_output=True, timeout=7200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert 0.3 <= res["base_t0"]["success_rate"] <= 0.7, res      # a base with room to improve
+    assert res["ppo"]["paired_gain"] >= 0.20, res
+    assert res["ppo"]["paired_gain_ci95"][0] > 0, res
