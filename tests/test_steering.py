@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from robot_learning.cli.main import main
+from robot_learning.errors import ConfigError
 
 from sim_recordings import run_cli as _cli, lift_observations
 
@@ -108,6 +109,10 @@ def test_steering_at_beta_zero_runs_the_best_scored_of_k_chunks(setup, critic_di
     soft.reset(0)
     picks = {soft.pick(np.arange(16.0)) for _ in range(200)}
     assert len(picks) > 8
+    deterministic = load_policy(setup["run"])
+    deterministic.set_sampler("ddim", None, 0.0)
+    with pytest.raises(ConfigError, match="temperature 0"):                      # K equal chunks: nothing to choose
+        SteeredPolicy(deterministic, critic, samples=16)
 
 
 def test_saved_steered_policy_reloads_in_a_fresh_process_with_identical_actions(setup, critic_dir, tmp_path):

@@ -35,6 +35,9 @@ class SteeredPolicy:
         if not hasattr(base, "sample_chunks"):
             raise ConfigError(f"steering needs a base that samples several chunks at once; {type(base).__name__} "
                               "does not")
+        if samples > 1 and getattr(getattr(base, "sampler", None), "temperature", 1.0) == 0.0:
+            raise ConfigError("steering chooses among --samples chunks, but the base samples at temperature 0 (all "
+                              "would be the same chunk); evaluate it with --sampling-temperature 1")
         if critic.action_features != base.action_features:
             raise SpecMismatchError.expected("critic action features", list(base.action_features.names),
                                              list(critic.action_features.names))
