@@ -3,6 +3,7 @@ fine-tune command trains, checkpoints, resumes, reloads and evaluates."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -203,3 +204,61 @@ def test_batched_base_samples_all_envs_together_and_keeps_each_history(base_run)
     vb.actions([obs[5]] * 4)
     assert vb.inferences == 5
     assert [len(h._buf) for h in vb.histories] == [2, 2, 2, 2]
+
+
+def test_worker_processes_collect_the_batch_one_process_would(base_run, tmp_path):
+    """--workers: one worker reproduces the in-process batch exactly (same seeds, same noise); two split the envs
+    between processes, concatenated in order, with distinct reset seeds and next_seed past all of them."""
+    from robot_learning.cli.rig import parse_robot
+    from robot_learning.rl.config import FinetuneResidualConfig
+    from robot_learning.rl.residual_ppo import Rollouts, build_residual_policy
+    from robot_learning.rl.rollout_workers import ParallelRollouts
+
+    cfg = FinetuneResidualConfig(checkpoint=base_run, env="sim:lift", out=tmp_path / "unused", num_envs=3,
+                                 workers=1, log_std=-1.0)
+    _, task, robot = parse_robot(cfg.env)
+    policy = build_residual_policy(cfg, task)
+    with torch.no_grad():                                     # a non-zero residual, so the weights must travel
+        for p in policy.actor.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    par = ParallelRollouts(cfg, 3, 1, first_seed=300_000, seed=0)
+    try:
+        got = par.collect(10, policy.actor, -1.0, torch.Generator().manual_seed(1), None)
+        assert par.next_seed == 300_003
+    finally:
+        par.close()
+    noise_seed = int(torch.randint(0, 2 ** 62, (1,), generator=torch.Generator().manual_seed(1)))
+    local = Rollouts(policy, task, robot, 3, first_seed=300_000, seed=0)
+    try:
+        want = local.collect(10, policy.actor, -1.0, torch.Generator().manual_seed(noise_seed), None)
+    finally:
+        local.close()
+    for g, w in zip(got[:8], want[:8]):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), atol=1e-6)
+    assert got[8] == want[8]
+
+    two = ParallelRollouts(dataclasses.replace(cfg, workers=2), 3, 2, first_seed=500, seed=0)
+    try:
+        x, *_, rew, term, done, finished = two.collect(130, policy.actor, -1.0, torch.Generator().manual_seed(2), None)
+        assert x.shape[:2] == (130, 3) and rew.shape == (130, 3) and two.counts == [2, 1]
+        ended = int(done.sum())
+        assert ended >= 3 and len(finished) == ended                    # every env finished an episode (120 ticks)
+        # worker 0 (envs 0, 1) resets with 500, 502, 504, ...; worker 1 (env 2) with 501, 503, ...
+        e0, e1 = int(done[:, :2].sum()), int(done[:, 2].sum())
+        assert two._next == [504 + 2 * e0, 503 + 2 * e1] and two.next_seed == max(two._next)
+    finally:
+        two.close()
+    assert all(not p.is_alive() for p in two.procs) and not two.procs
+
+
+def test_a_failing_worker_is_a_one_line_error(base_run, tmp_path):
+    from robot_learning.errors import ConfigError
+    from robot_learning.rl.config import FinetuneResidualConfig
+    from robot_learning.rl.rollout_workers import ParallelRollouts
+
+    cfg = FinetuneResidualConfig(checkpoint=tmp_path / "missing", env="sim:lift", out=tmp_path / "o", num_envs=2,
+                                 workers=2)
+    with pytest.raises(ConfigError, match="rollout worker 0 failed"):
+        ParallelRollouts(cfg, 2, 2, first_seed=0, seed=0)
+    with pytest.raises(ConfigError, match="--workers"):
+        FinetuneResidualConfig(checkpoint=base_run, env="sim:lift", out=tmp_path / "o", num_envs=2, workers=3)

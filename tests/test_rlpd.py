@@ -202,10 +202,14 @@ def test_finetune_rlpd_with_an_actor_process_trains_resumes_and_reloads(lift_bas
     assert lo == 400_000 and hi >= lo + s2["episodes"]
 
     code = ("import json,sys; from robot_learning.policies.checkpoint import load_policy; "
-            "p = load_policy(sys.argv[1]); print(json.dumps([type(p).__name__, p.config.head, p.q is not None]))")
+            "p = load_policy(sys.argv[1]); "
+            "print(json.dumps([type(p).__name__, p.config.head, p.q is not None, p.base.sampler.temperature]))")
     r = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout.strip().splitlines()[-1]) == ["ResidualPolicy", "tanh", True]
+    # learner, actor and saved policy run the base deterministically (--base-temperature 0, the default)
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == ["ResidualPolicy", "tanh", True, 0.0]
+    assert "the base samples at temperature 0.0" in (out / "actor0.log").read_text()
+    assert meta["finetune"]["base_temperature"] == 0.0
     assert main(["eval", "--checkpoint", str(out), "--episodes", "1", "--seed", str(lo)]) == 2
 
 

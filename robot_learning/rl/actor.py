@@ -112,6 +112,7 @@ def run_actor(cfg) -> dict:
     from robot_learning.policies.checkpoint import load_policy
     from robot_learning.policies.residual import ResidualConfig, ResidualPolicy, state_features
     from robot_learning.rl.link import ActorLink
+    from robot_learning.rl.run_common import set_base_temperature
     from robot_learning.sim.env import SimEnv
 
     kind, task, robot = parse_robot(cfg.env)
@@ -125,6 +126,10 @@ def run_actor(cfg) -> dict:
     played, wins, t0 = 0, 0, time.perf_counter()
     try:
         welcome = link.hello(x_dim, sum(s.size for s in base.action_features))
+        if welcome.get("base_temperature") is not None:     # the learner's base samples so: play the same base
+            set_base_temperature(base, float(welcome["base_temperature"]))
+            if cfg.progress:
+                print(f"actor: the base samples at temperature {float(welcome['base_temperature'])}", flush=True)
         policy = ResidualPolicy(base, ResidualConfig.from_json(welcome["residual"]))
         load_actor_weights(policy, welcome["weights"])
         version = int(welcome["weights_version"])

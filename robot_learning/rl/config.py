@@ -27,7 +27,10 @@ class FinetuneResidualConfig:
     env: str = "sim:insertion"
     """sim:TASK[:MODEL]: the twin task to fine-tune on (the base policy's task)."""
     num_envs: int = 16
-    """Parallel envs per rollout (stepped in this process; the base samples for all of them in one batch)."""
+    """Parallel envs per rollout (the base samples for all of a process's envs in one batch)."""
+    workers: int = 1
+    """Processes stepping the envs, num_envs / workers each with its own copy of the base (1: this process).
+    One per core: on 2 cores, 2 workers trained on 1.5x the env steps per second of one process (bench/ppo_workers.py)."""
     rollout_steps: int | None = None
     """Control steps per env per PPO iteration (default: the task's episode length)."""
     minutes: float | None = None
@@ -85,6 +88,8 @@ class FinetuneResidualConfig:
             raise ConfigError.expected("--env", "sim:TASK[:MODEL] (residual PPO runs in the twin)", repr(self.env))
         if self.num_envs < 1:
             raise ConfigError.expected("--num-envs", ">= 1", self.num_envs)
+        if not 1 <= self.workers <= self.num_envs:
+            raise ConfigError.expected("--workers", f"1..--num-envs ({self.num_envs})", self.workers)
         if self.rollout_steps is not None and self.rollout_steps < 1:
             raise ConfigError.expected("--rollout-steps", ">= 1", self.rollout_steps)
         if self.minutes is not None and not self.minutes > 0:
@@ -153,6 +158,9 @@ class FinetuneRLPDConfig:
     log_std: float = -2.0
     """Initial and largest log-std of the residual's Gaussian before the tanh (the entropy temperature and the
     critic can only lower it: on lift, more noise than -2 cut the base's success, see finetune residual)."""
+    base_temperature: float = 0.0
+    """Sampler temperature of a diffusion / flow base, in the learner, the actors and the saved policy (0:
+    deterministic, as for residual PPO: the residual's noise is the only exploration; 1: the base as trained)."""
     hidden: tuple[int, ...] = (256, 256)
     """Residual actor MLP widths (the Q ensemble uses the same)."""
     gamma: float = 0.99
@@ -205,6 +213,8 @@ class FinetuneRLPDConfig:
     """Device of the base policy in the learner's evaluations."""
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.base_temperature <= 1.0:
+            raise ConfigError.expected("--base-temperature", "0..1", self.base_temperature)
         if not self.env.startswith("sim:"):
             raise ConfigError.expected("--env", "sim:TASK[:MODEL] (the twin)", repr(self.env))
         if self.actors < 0:

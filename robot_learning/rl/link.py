@@ -4,7 +4,7 @@ pickle; arrays as ``__nd__`` maps), a bearer token when the learner listens beyo
 Messages (every one a map with a str ``type``):
 
 - actor -> ``hello`` {version, x_dim, action_dim}; learner -> ``welcome`` {residual (the residual config),
-  weights {name: array}, weights_version, next_seed, gamma};
+  weights {name: array}, weights_version, next_seed, gamma, base_temperature (the base's sampler temperature)};
 - actor -> ``episode`` {seed, x (T, X) float32, r (T, Da) float32 (the executed action as a residual),
   intervened (T,) bool, success bool, weights_version}; learner -> ``ack`` {next_seed, weights_version, stop,
   weights (only when newer than the actor's)}.

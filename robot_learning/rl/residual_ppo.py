@@ -43,7 +43,7 @@ def _ppo_config(cfg: FinetuneResidualConfig) -> PPOConfig:
 class Rollouts:
     """The vectorised envs with the base, stepping the residual policy and collecting one PPO batch."""
 
-    def __init__(self, policy, task: str, robot: str, n: int, first_seed: int, seed: int):
+    def __init__(self, policy, task: str, robot: str, n: int, first_seed: int, seed: int, seed_stride: int = 1):
         from robot_learning.evaluation.rollout import env_config_for
         from robot_learning.rl.vec_base import BatchedBase
         from robot_learning.sim.env import SimEnv
@@ -60,6 +60,7 @@ class Rollouts:
         self.base = BatchedBase(policy.base, n, seed=seed)
         self.next_seed = int(first_seed)
         self.first_seed = int(first_seed)
+        self.seed_stride = int(seed_stride)     # reset seeds: first_seed, + stride, ... (workers interleave)
         self.phi = np.zeros(n)       # the task's dense progress reward at each env's current state (shaping)
         self.obs = [self._reset(i) for i in range(n)]
         self.ep_len = np.zeros(n, dtype=np.int64)
@@ -67,7 +68,7 @@ class Rollouts:
 
     def _reset(self, i: int):
         self.base.reset(i)
-        seed, self.next_seed = self.next_seed, self.next_seed + 1
+        seed, self.next_seed = self.next_seed, self.next_seed + self.seed_stride
         obs = self.envs[i].reset(seed)
         self.phi[i] = self.envs[i].task.reward(self.envs[i].world)
         return obs
@@ -123,17 +124,31 @@ class Rollouts:
             next_states.append(self.state(finals))
             res.append(r)
             logps.append(logp)
-        if reward_norm is not None:
-            rewards_n = np.stack([reward_norm(rewards[t], done[t].astype(bool)) for t in range(steps)])
-        else:
-            rewards_n = rewards
         return (torch.stack(xs), torch.stack(states), torch.stack(next_states), torch.stack(res), torch.stack(logps),
-                rewards_n, terminated, done, finished)
+                normalize_rewards(rewards, done, reward_norm), terminated, done, finished)
 
     def close(self) -> None:
         for env in self.envs:
             env.close()
         self.envs = []
+
+
+def normalize_rewards(rewards: np.ndarray, done: np.ndarray, reward_norm: ReturnNormalizer | None) -> np.ndarray:
+    """(T, N) rewards divided by the running return std, step by step (unchanged without a normaliser)."""
+    if reward_norm is None:
+        return rewards
+    return np.stack([reward_norm(rewards[t], done[t].astype(bool)) for t in range(len(rewards))])
+
+
+def build_residual_policy(cfg: FinetuneResidualConfig, task: str):
+    """The base from ``cfg.checkpoint`` (refused for another task) at ``cfg.base_temperature``, wrapped in a
+    zero-initialised residual policy (seeded by the caller's torch seed)."""
+    from robot_learning.policies.residual import ResidualConfig, ResidualPolicy
+    from robot_learning.rl.run_common import load_base_for, set_base_temperature
+
+    base = load_base_for(cfg.checkpoint, task, cfg.device)
+    set_base_temperature(base, cfg.base_temperature)
+    return ResidualPolicy(base, ResidualConfig(tuple(cfg.hidden), cfg.scale, cfg.log_std), dict(base.meta))
 
 
 def _save(out: Path, policy, critic, opt_a, opt_c, info: dict) -> None:
@@ -177,19 +192,16 @@ def _load(out: Path, policy, critic, opt_a, opt_c) -> dict:
 def finetune_residual(cfg: FinetuneResidualConfig) -> dict:
     from robot_learning.cli.rig import parse_robot
     from robot_learning.evaluation.rollout import held_out_seeds, seen_seeds
-    from robot_learning.policies.residual import ResidualConfig, ResidualPolicy
-    from robot_learning.rl.run_common import HeldOutEval, load_base_for, run_folder
+    from robot_learning.rl.rollout_workers import ParallelRollouts
+    from robot_learning.rl.run_common import HeldOutEval, run_folder
     from robot_learning.training.logs import CsvLog
 
     _, task, robot = parse_robot(cfg.env)
     set_torch_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    base = load_base_for(cfg.checkpoint, task, cfg.device)
-    sampler = getattr(base, "sampler", None)
-    if hasattr(sampler, "temperature") and sampler.temperature != cfg.base_temperature:
-        base.set_sampler(sampler.kind, sampler.steps, cfg.base_temperature)
+    policy = build_residual_policy(cfg, task)
+    base = policy.base
     eval_seeds = held_out_seeds(cfg.eval_seed, cfg.eval_episodes, seen_seeds(base.meta), "--eval-seed")
-    policy = ResidualPolicy(base, ResidualConfig(tuple(cfg.hidden), cfg.scale, cfg.log_std), dict(base.meta))
     ppo = _ppo_config(cfg)
     critic = ValueNet(policy.state_dim, ppo.critic_hidden)
     opt_a = torch.optim.Adam(policy.actor.parameters(), lr=ppo.lr_actor, eps=1e-5)
@@ -205,7 +217,10 @@ def finetune_residual(cfg: FinetuneResidualConfig) -> dict:
         reward_norm.load(info["reward_norm"])
     rl_log = CsvLog(out / "rl_log.csv", RL_FIELDS, truncate_after_step=None)
     ev_log = CsvLog(out / "eval_log.csv", EVAL_FIELDS)
-    envs = Rollouts(policy, task, robot, cfg.num_envs, int(info["next_seed"]), cfg.seed + int(info["iteration"]))
+    if cfg.workers > 1:
+        envs = ParallelRollouts(cfg, cfg.num_envs, cfg.workers, int(info["next_seed"]), cfg.seed + int(info["iteration"]))
+    else:
+        envs = Rollouts(policy, task, robot, cfg.num_envs, int(info["next_seed"]), cfg.seed + int(info["iteration"]))
     steps = cfg.rollout_steps or envs.max_steps
     budget_iters = cfg.iterations if cfg.iterations is not None else (None if cfg.minutes is not None else 100)
 

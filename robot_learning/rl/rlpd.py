@@ -120,7 +120,7 @@ def finetune_rlpd(cfg: FinetuneRLPDConfig) -> dict:
     from robot_learning.rl.actor import actor_weights
     from robot_learning.rl.demo_data import demo_transitions, episode_transitions
     from robot_learning.rl.link import LearnerLink
-    from robot_learning.rl.run_common import HeldOutEval, load_base_for, run_folder
+    from robot_learning.rl.run_common import HeldOutEval, load_base_for, run_folder, set_base_temperature
     from robot_learning.rl.residual_ppo import plot_rl_curves
     from robot_learning.training.logs import CsvLog
 
@@ -128,6 +128,7 @@ def finetune_rlpd(cfg: FinetuneRLPDConfig) -> dict:
     torch.set_num_threads(1)          # the actor takes the other core
     torch.manual_seed(cfg.seed)
     base = load_base_for(cfg.checkpoint, task, cfg.device)
+    set_base_temperature(base, cfg.base_temperature)
     eval_seeds = held_out_seeds(cfg.eval_seed, cfg.eval_episodes, seen_seeds(base.meta), "--eval-seed")
     out = run_folder(cfg.out, cfg.resume)
     policy = ResidualPolicy(base, ResidualConfig(tuple(cfg.hidden), cfg.scale, cfg.log_std, head="tanh",
@@ -155,7 +156,8 @@ def finetune_rlpd(cfg: FinetuneRLPDConfig) -> dict:
 
     def welcome() -> dict:
         return {"type": "welcome", "residual": policy.config.to_json(), "weights": weights["arrays"],
-                "weights_version": weights["version"], "next_seed": take_seed(), "gamma": cfg.gamma}
+                "weights_version": weights["version"], "next_seed": take_seed(), "gamma": cfg.gamma,
+                "base_temperature": cfg.base_temperature}
 
     seeds_lock = threading.Lock()
 
@@ -168,7 +170,8 @@ def finetune_rlpd(cfg: FinetuneRLPDConfig) -> dict:
         ranges = list(base.meta.get("train_seed_ranges", [])) + [[cfg.train_seed, int(info["next_seed"])]]
         return {"train_seed_ranges": ranges, "finetune": {"method": "rlpd", "env": cfg.env, "episodes": info["episode"],
                                                           "env_steps": info["env_steps"],
-                                                          "demos": [str(p) for p in cfg.demos]}}
+                                                          "demos": [str(p) for p in cfg.demos],
+                                                          "base_temperature": cfg.base_temperature}}
 
     evaluate_now = HeldOutEval(policy, task, robot, eval_seeds if cfg.eval_episodes else [], ev_log, info,
                                ("episode", "env_steps"), cfg.progress)

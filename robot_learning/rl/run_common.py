@@ -20,6 +20,14 @@ def load_base_for(checkpoint: Path, task: str, device: str = "cpu"):
     return base
 
 
+def set_base_temperature(base, temperature: float) -> None:
+    """A diffusion / flow base samples at ``temperature`` from now on (and is saved so); other bases (no sampler
+    temperature: ACT, AR, ...) run as they are."""
+    sampler = getattr(base, "sampler", None)
+    if hasattr(sampler, "temperature") and sampler.temperature != temperature:
+        base.set_sampler(sampler.kind, sampler.steps, float(temperature))
+
+
 def run_folder(out: Path, resume: bool) -> Path:
     """``out`` created; refused when it already holds a run and ``resume`` is off."""
     out = Path(out)
