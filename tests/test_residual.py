@@ -262,3 +262,65 @@ def test_a_failing_worker_is_a_one_line_error(base_run, tmp_path):
         ParallelRollouts(cfg, 2, 2, first_seed=0, seed=0)
     with pytest.raises(ConfigError, match="--workers"):
         FinetuneResidualConfig(checkpoint=base_run, env="sim:lift", out=tmp_path / "o", num_envs=2, workers=3)
+
+
+def _children(pid: int) -> list[int]:
+    from pathlib import Path
+
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _cmdline(pid: int) -> str:
+    from pathlib import Path
+
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return "?"
+
+
+def _running(pid: int) -> bool:
+    from pathlib import Path
+
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_ctrl_c_with_worker_processes_saves_a_checkpoint_and_leaves_no_worker(base_run, tmp_path):
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "ft"
+    args = [sys.executable, "-m", "robot_learning", "finetune", "residual", "--checkpoint", str(base_run), "--env",
+            "sim:lift", "--out", str(out), "--num-envs", "2", "--workers", "2", "--rollout-steps", "12",
+            "--eval-episodes", "0", "--iterations", "100000", "--threads", "1", "--no-progress"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", MUJOCO_GL="egl", OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    log = out / "rl_log.csv"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not (log.exists() and len(log.read_text().strip().splitlines()) >= 3):
+        time.sleep(0.2)
+    workers = _children(proc.pid)
+    names = {p: _cmdline(p) for p in workers}
+    assert sum("multiprocessing.spawn" in n for n in names.values()) == 2, (names, proc.communicate(timeout=10))
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "--resume continues" in stdout
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["iteration"] >= 2 and state["env_steps"] == state["iteration"] * 2 * 12
+    deadline = time.monotonic() + 15                                     # the resource tracker exits after it
+    while time.monotonic() < deadline and any(_running(p) for p in workers):
+        time.sleep(0.2)
+    assert not [names[p] for p in workers if _running(p)]               # every worker stopped with it

@@ -5,7 +5,8 @@ filter, the robot and the physics as everywhere else). Per step the frozen base 
 (``BatchedBase``: one batched sampling call when chunks run out), the residual actor samples a correction
 around its mean, and the env executes ``a_base + scale * residual`` (normalised space). The reward is sparse:
 1 at success, which ends the episode; time limits truncate (and bootstrap). Then PPO updates the actor and a
-separate critic (on the normalised state) on the iteration's samples.
+separate critic (on the normalised state) on the iteration's samples. With ``--workers W`` the envs are split over
+W processes (``rollout_workers.ParallelRollouts``: batches of the same form, collected in parallel).
 
 Seeds: RL episodes reset with ``train_seed, train_seed + 1, ...``; the range used is stored in the policy's
 metadata, with the base's demonstration seeds, so ``eval`` refuses them. Evaluations (the residual's mean

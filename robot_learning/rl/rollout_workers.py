@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import signal
+import time
 
 import numpy as np
 import torch
@@ -127,13 +128,22 @@ class ParallelRollouts:
         return (*tensors, normalize_rewards(rewards, done, reward_norm), terminated, done, finished)
 
     def close(self) -> None:
+        """Stop the workers; one interrupted mid-batch (Ctrl-C) finishes it, and its answer is read and dropped
+        (a large one would otherwise block its pipe)."""
         for conn in self.conns:
             try:
                 conn.send(("close",))
             except (OSError, ValueError):
                 pass
-        for p in self.procs:
-            p.join(CLOSE_TIMEOUT_S)
+        deadline = time.monotonic() + CLOSE_TIMEOUT_S
+        for p, conn in zip(self.procs, self.conns):
+            while p.is_alive() and time.monotonic() < deadline:
+                try:
+                    if conn.poll(0.05):
+                        conn.recv()
+                except (EOFError, OSError):
+                    break
+            p.join(max(0.0, deadline - time.monotonic()))
             if p.is_alive():
                 p.terminate()
                 p.join(CLOSE_TIMEOUT_S)
