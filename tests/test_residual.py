@@ -228,11 +228,14 @@ def test_worker_processes_collect_the_batch_one_process_would(base_run, tmp_path
     finally:
         par.close()
     noise_seed = int(torch.randint(0, 2 ** 62, (1,), generator=torch.Generator().manual_seed(1)))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)          # as in the worker: another thread count rounds the base's convolutions otherwise
     local = Rollouts(policy, task, robot, 3, first_seed=300_000, seed=0)
     try:
         want = local.collect(10, policy.actor, -1.0, torch.Generator().manual_seed(noise_seed), None)
     finally:
         local.close()
+        torch.set_num_threads(threads)
     for g, w in zip(got[:8], want[:8]):
         np.testing.assert_allclose(np.asarray(g), np.asarray(w), atol=1e-6)
     assert got[8] == want[8]
