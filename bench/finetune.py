@@ -22,10 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from runner import cli  # noqa: E402  (bench/runner.py)
+from runner import append_result, cli  # noqa: E402  (bench/runner.py)
 
 
 def evaluate(checkpoint: Path, out: Path, seed: int, episodes: int, *extra: str) -> dict:
@@ -101,13 +100,11 @@ def main() -> None:
                 str(a.minutes), "--eval-episodes", "0", "--no-progress")
         ev = evaluate(run, a.out / f"eval-{arm}", a.seed, a.episodes)
         trained = json.loads((run / "summary.json").read_text())
-        result[arm] = {**compare(base0, ev), "gain_over_base_as_trained": compare(base, ev)["paired_gain"], "train_minutes": round(trained["train_time_s"] / 60, 1),
-                       "env_steps": trained["env_steps"]}
+        result[arm] = {**compare(base0, ev), "gain_over_base_as_trained": compare(base, ev)["paired_gain"],
+                       "train_minutes": round(trained["train_time_s"] / 60, 1), "env_steps": trained["env_steps"]}
     result["wall_s"] = round(time.perf_counter() - t0, 1)
     if not a.no_save:
-        RESULTS.mkdir(exist_ok=True)
-        with (RESULTS / "finetune.jsonl").open("a") as f:
-            f.write(json.dumps(result) + "\n")
+        append_result("finetune", result)
     print(json.dumps(result))
 
 

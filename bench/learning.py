@@ -24,7 +24,7 @@ import shutil
 import time
 from pathlib import Path
 
-from runner import cli  # bench/runner.py
+from runner import append_result, cli  # bench/runner.py
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RECIPES = {
@@ -79,9 +79,7 @@ def main() -> None:
     out = args.out or RESULTS / f"learning_{args.recipe}"
     res = run_recipe(args.recipe, out, args.demos, args.minutes, args.eval_episodes, args.seed,
                      tuple(args.train_arg))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with (RESULTS / "learning.jsonl").open("a") as f:
-        f.write(json.dumps(res) + "\n")
+    append_result("learning", res)
     print(json.dumps(res))
 
 

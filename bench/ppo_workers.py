@@ -22,10 +22,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from runner import cli  # noqa: E402  (bench/runner.py)
+from runner import append_result, cli  # noqa: E402  (bench/runner.py)
 
 
 def steps_per_s(run: Path) -> float:
@@ -64,9 +63,7 @@ def main() -> None:
               "iterations": a.iterations, "env_steps_per_s": {str(w): v for w, v in sps.items()},
               "ratio_to_first": {str(w): round(statistics.median(v) / ref, 2) for w, v in sps.items()}}
     if not a.no_save:
-        RESULTS.mkdir(exist_ok=True)
-        with (RESULTS / "ppo_workers.jsonl").open("a") as f:
-            f.write(json.dumps(result) + "\n")
+        append_result("ppo_workers", result)
     print(json.dumps(result))
 
 

@@ -20,3 +20,17 @@ def cli(*args: str, threads: int | None = 1) -> subprocess.CompletedProcess:
     if r.returncode != 0:
         raise SystemExit(f"robot-learning {' '.join(args)} failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
     return r
+
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def append_result(name: str, result: dict) -> Path:
+    """Append ``result`` as one JSON line to bench/results/NAME.jsonl (created when missing); returns the file."""
+    import json
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.jsonl"
+    with path.open("a") as f:
+        f.write(json.dumps(result) + "\n")
+    return path

@@ -221,7 +221,7 @@ def test_worker_processes_collect_the_batch_one_process_would(base_run, tmp_path
     with torch.no_grad():                                     # a non-zero residual, so the weights must travel
         for p in policy.actor.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    par = ParallelRollouts(cfg, 3, 1, first_seed=300_000, seed=0)
+    par = ParallelRollouts(cfg, first_seed=300_000, seed=0)
     try:
         got = par.collect(10, policy.actor, -1.0, torch.Generator().manual_seed(1), None)
         assert par.next_seed == 300_003
@@ -240,7 +240,7 @@ def test_worker_processes_collect_the_batch_one_process_would(base_run, tmp_path
         np.testing.assert_allclose(np.asarray(g), np.asarray(w), atol=1e-6)
     assert got[8] == want[8]
 
-    two = ParallelRollouts(dataclasses.replace(cfg, workers=2), 3, 2, first_seed=500, seed=0)
+    two = ParallelRollouts(dataclasses.replace(cfg, workers=2), first_seed=500, seed=0)
     try:
         x, *_, rew, term, done, finished = two.collect(20, policy.actor, -1.0, torch.Generator().manual_seed(2), None)
         assert x.shape[:2] == (20, 3) and rew.shape == (20, 3) and two.counts == [2, 1]
@@ -262,7 +262,7 @@ def test_a_failing_worker_is_a_one_line_error(base_run, tmp_path):
     cfg = FinetuneResidualConfig(checkpoint=tmp_path / "missing", env="sim:lift", out=tmp_path / "o", num_envs=2,
                                  workers=2)
     with pytest.raises(ConfigError, match="rollout worker 0 failed"):
-        ParallelRollouts(cfg, 2, 2, first_seed=0, seed=0)
+        ParallelRollouts(cfg, first_seed=0, seed=0)
     with pytest.raises(ConfigError, match="--workers"):
         FinetuneResidualConfig(checkpoint=base_run, env="sim:lift", out=tmp_path / "o", num_envs=2, workers=3)
 

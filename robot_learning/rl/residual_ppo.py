@@ -219,7 +219,7 @@ def finetune_residual(cfg: FinetuneResidualConfig) -> dict:
     rl_log = CsvLog(out / "rl_log.csv", RL_FIELDS, truncate_after_step=None)
     ev_log = CsvLog(out / "eval_log.csv", EVAL_FIELDS)
     if cfg.workers > 1:
-        envs = ParallelRollouts(cfg, cfg.num_envs, cfg.workers, int(info["next_seed"]), cfg.seed + int(info["iteration"]))
+        envs = ParallelRollouts(cfg, int(info["next_seed"]), cfg.seed + int(info["iteration"]))
     else:
         envs = Rollouts(policy, task, robot, cfg.num_envs, int(info["next_seed"]), cfg.seed + int(info["iteration"]))
     steps = cfg.rollout_steps or envs.max_steps

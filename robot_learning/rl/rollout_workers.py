@@ -45,7 +45,7 @@ def _serve(conn, cfg, n: int, first_seed: int, stride: int, seed: int) -> None:
         _, task, robot = parse_robot(cfg.env)
         policy = build_residual_policy(cfg, task)
         envs = Rollouts(policy, task, robot, n, first_seed, seed, seed_stride=stride)
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator()                       # seeded by the learner for every batch
         conn.send(("ready", envs.max_steps))
         while True:
             msg = conn.recv()
@@ -73,10 +73,11 @@ class ParallelRollouts:
     """The same batches as ``Rollouts.collect`` (envs concatenated worker by worker), from ``workers``
     processes."""
 
-    def __init__(self, cfg, num_envs: int, workers: int, first_seed: int, seed: int):
+    def __init__(self, cfg, first_seed: int, seed: int):
+        """``cfg``: the run's ``FinetuneResidualConfig`` (its ``num_envs`` split over its ``workers``)."""
         ctx = mp.get_context("spawn")
-        self.counts = split_envs(num_envs, workers)
-        self.n, self.first_seed = int(num_envs), int(first_seed)
+        workers = int(cfg.workers)
+        self.counts = split_envs(cfg.num_envs, workers)
         self.procs, self.conns = [], []
         self._next = [int(first_seed) + k for k in range(workers)]
         try:
