@@ -250,8 +250,9 @@ def test_worker_processes_collect_the_batch_one_process_would(base_run, tmp_path
         e0, e1 = int(done[:, :2].sum()), int(done[:, 2].sum())
         assert two._next == [504 + 2 * e0, 503 + 2 * e1] and two.next_seed == max(two._next)
     finally:
+        procs = list(two.procs)
         two.close()
-    assert all(not p.is_alive() for p in two.procs) and not two.procs
+    assert len(procs) == 2 and not any(p.is_alive() for p in procs) and not two.procs
 
 
 def test_a_failing_worker_is_a_one_line_error(base_run, tmp_path):
