@@ -138,10 +138,8 @@ def serve_worker(run: str, port: int) -> int:
 
 def make_run(workdir: Path) -> Path:
     """Scripted lift episodes + a 2-step training run (as tests/test_deploy.py's ``run_dir``)."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from sim_recordings import record_lift
-
     from robot_learning.cli.main import main as cli_main
+    from robot_learning.datasets.scripted import record_lift
 
     ds = record_lift(workdir / "lift.zarr")
     run = workdir / "run"

@@ -14,15 +14,17 @@ executed action and, per stream, the row of the sample it was aligned to.
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from robot_learning.core.features import FeatureKind, FeatureSet
 from robot_learning.datasets.schema import DatasetSchema, EpisodeRecord, StreamSchema
 from robot_learning.datasets.store import EpisodeStore
-from robot_learning.errors import ConfigError
+from robot_learning.errors import ConfigError, StorageError
 from robot_learning.hardware.sensor import StreamingSensor
 from robot_learning.runtime.control import TickRecord
 
@@ -37,6 +39,30 @@ def schema_for(robot_state: FeatureSet, sensors: tuple[StreamingSensor, ...], ac
         feats = FeatureSet(f for f in s.features if f.kind is not FeatureKind.LANGUAGE)
         streams.append(StreamSchema(s.name, feats, getattr(s, "fps", None)))
     return DatasetSchema(tuple(streams), action_features, control_rate_hz, robot or {}, image_codec)
+
+
+def _layout(schema: DatasetSchema) -> dict:
+    """What must match to append: streams, features, rates, codec, and which robot (not its calibration or the
+    cameras' metadata of the day: a recalibrated arm or a camera whose timestamp source changed still appends)."""
+    d = schema.to_json()
+    d["robot"] = {k: v for k, v in d["robot"].items() if k not in ("calibration", "cameras")}
+    return d
+
+
+def open_store(path: Path, schema: DatasetSchema) -> EpisodeStore:
+    """The dataset to record into: created, or opened for appending (after recovering a killed recording) when its
+    schema is this recording's."""
+    if not path.exists():
+        return EpisodeStore.create(path, schema)
+    store = EpisodeStore.open(path, mode="a")
+    if _layout(store.schema) != _layout(schema):
+        raise ConfigError(f"{path}: its schema (streams, features, rates, robot) differs from this recording's; "
+                          "record into a new dataset")
+    rep = store.recovery
+    if rep is not None and not rep.clean:
+        print(f"recovered {path}: discarded an unfinished episode ({rep.discarded_ticks} ticks, "
+              f"rows {dict(rep.discarded_rows)}, {rep.partial_files_removed} partial files)", file=sys.stderr)
+    return store
 
 
 @dataclass
@@ -102,7 +128,7 @@ class Recorder:
         box: dict = {}
         self._q.put(("end", (keep, dict(meta, dropped={"ticks": self.dropped}), done, box)))
         if not done.wait(timeout_s):
-            raise ConfigError(f"recorder writer did not finish the episode within {timeout_s} s")
+            raise StorageError(f"recorder writer did not finish the episode within {timeout_s} s")
         self._check()
         return box.get("record")
 

@@ -65,3 +65,22 @@ def record_sim_dataset(env, path: str | Path, seeds: Iterable[int], **kwargs) ->
     (``kwargs``: those of ``record_expert_episodes``)."""
     with sim_dataset_recorder(env, path) as recorder:
         return record_expert_episodes(env, recorder, seeds, **kwargs)
+
+
+LIFT_SEEDS = (0, 1, 2)
+
+
+def record_lift(path: str | Path, seeds: Iterable[int] = LIFT_SEEDS, camera_fps: float | None = None,
+                **env_overrides) -> Path:
+    """A small lift dataset at ``path``: the scripted expert on the sim twin, one episode per seed, every episode
+    kept (failures too), with robot state, object state, front + wrist cameras at 96 px and tactile. The cameras
+    render at ticks, or stream at ``camera_fps`` (so image rows are not tick rows); ``env_overrides`` replace
+    fields of the ``SimEnvConfig`` (e.g. ``robot="so101", cameras=(), tactile=False``). The quick dataset that
+    the benchmarks and the tests train on; it imports no policy code."""
+    from robot_learning.sim.env import SimEnv, SimEnvConfig
+
+    cfg = dict(task="lift", cameras=("front", "wrist"), image_size=96, tactile=True, object_state=True,
+               camera_fps=camera_fps)
+    with SimEnv(SimEnvConfig(**{**cfg, **env_overrides})) as env:
+        record_sim_dataset(env, path, seeds, keep_failures=True)
+    return Path(path)

@@ -1,7 +1,7 @@
 """Servo-bus arms the project drives: SO-101 (Feetech STS3215) and Koch v1.1 (Dynamixel X), each as a
 follower (a ``Robot``) and as a leader (a ``Teleop``).
 
-Joint names, order and units match the SO-101 sim twin (``robot_learning.sim.robots.SO101``):
+Joint names, order and units match the SO-101 sim twin (``robot_learning.core.robot_models.SO101``):
 ``shoulder_pan, shoulder_lift, elbow_flex, wrist_flex, wrist_roll`` in radians, plus the gripper
 as ``gripper_pos`` (0 = open .. 1 = closed). 0 rad is the calibration's zero pose, which is the
 sim twin's zero pose: every joint in the middle of its range (arm pointing straight up, wrist

@@ -21,7 +21,7 @@ from robot_learning.core.frame import Action
 from robot_learning.core.stamped import Stamped
 from robot_learning.errors import ConfigError
 from robot_learning.hardware.robot import Robot
-from robot_learning.runtime.safety import FeatureLimits, SafetyConfig
+from robot_learning.core.limits import FeatureLimits, SafetyConfig
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,8 @@ import numpy as np
 
 from robot_learning.core.features import FeatureKind, FeatureSet, FeatureSpec
 from robot_learning.core.frame import Action
+from robot_learning.core.limits import SafetyConfig
 from robot_learning.core.stamped import Stamped
-from robot_learning.runtime.safety import SafetyConfig
-
 from robot_learning.hardware.device import Device
 
 

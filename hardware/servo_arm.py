@@ -36,7 +36,7 @@ from robot_learning.hardware.arm_calibration import ArmCalibration, calibration_
 from robot_learning.hardware.arms import GRIPPER, JOINTS, ArmSpec, make_bus
 from robot_learning.hardware.robot import Robot, arm_features
 from robot_learning.hardware.teleop import Teleop
-from robot_learning.runtime.safety import FeatureLimits, SafetyConfig
+from robot_learning.core.limits import FeatureLimits, SafetyConfig
 
 NAMES = JOINTS + (GRIPPER,)
 _SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
@@ -114,7 +114,7 @@ class _Kinematics:
     def __init__(self, twin: str):
         import mujoco
 
-        from robot_learning.sim.robots import get_robot_model
+        from robot_learning.core.robot_models import get_robot_model
 
         self._mj = mujoco
         robot = get_robot_model(twin)

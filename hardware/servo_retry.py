@@ -7,6 +7,7 @@ one-line error after the last try (see ``servo_bus`` for the defaults and timing
 
 from __future__ import annotations
 
+import select
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence, TypeVar
@@ -89,16 +90,57 @@ def run_with_retries(attempt: Callable[[], T], *, stats: BusStats, retries: int,
 class LowLatencyPort:
     """Mixed in front of an SDK ``PortHandler``: monotonic time (the SDKs use wall time), a
     status timeout of ``rx_timeout_ms`` plus the byte time (not 2 x 16 ms + 2 ms), and a
-    ``clearPort`` that drops stale input (Feetech's SDK flushes the output instead)."""
+    ``clearPort`` that drops stale input (Feetech's SDK flushes the output instead).
+
+    **A loaded host never turns into a timeout.** The SDKs poll the port in a busy loop and call
+    it a timeout the first time they find the deadline passed, without looking again: a reply
+    that arrived while the host was busy elsewhere (the thread preempted, the GIL held by another
+    thread) was thrown away, four tries in a row on a busy machine. Here a try waits for the
+    reply in the kernel (``select``: no busy loop, the CPU goes to whoever needs it, the thread
+    wakes as the bytes land), and the deadline only ends a try when, looked at after the deadline,
+    no byte is waiting: the timeout counts time in which the reply could have arrived and did
+    not. Bytes found late are still taken (at most ``LATE_BYTES_MAX`` of them per try, so a
+    babbling line cannot hold the bus)."""
 
     rx_timeout_ms: float = DEFAULT_TIMEOUT_S * 1e3
+    #: bytes a try still reads after its deadline (the replies of a 6-motor sync read are ~50)
+    LATE_BYTES_MAX = 1024
+    _deadline_ns: int = 0
+    _late_bytes: int = 0
 
     def getCurrentTime(self) -> float:  # noqa: N802 - SDK name; ms
         return time.monotonic_ns() / 1e6
 
     def setPacketTimeout(self, packet_length: int) -> None:  # noqa: N802
+        self.setPacketTimeoutMillis(self.tx_time_per_byte * packet_length + self.rx_timeout_ms)
+
+    def setPacketTimeoutMillis(self, msec: float) -> None:  # noqa: N802
         self.packet_start_time = self.getCurrentTime()
-        self.packet_timeout = self.tx_time_per_byte * packet_length + self.rx_timeout_ms
+        self.packet_timeout = msec
+        self._deadline_ns = time.monotonic_ns() + int(msec * 1e6)
+        self._late_bytes = 0
+
+    def isPacketTimeout(self) -> bool:  # noqa: N802
+        """The deadline has passed and, looked at now, no byte is waiting."""
+        if time.monotonic_ns() <= self._deadline_ns:
+            return False
+        if self._late_bytes < self.LATE_BYTES_MAX and self.ser.in_waiting > 0:
+            return False  # the reply arrived while this thread was not looking: take it
+        self.packet_timeout = 0
+        return True
+
+    def readPort(self, length: int) -> bytes:  # noqa: N802
+        """What is waiting (up to ``length`` bytes); when nothing is, wait in the kernel until a
+        byte arrives or the try's deadline passes (``isPacketTimeout`` then decides)."""
+        data = self.ser.read(length)
+        if not data and length > 0:
+            left_ns = self._deadline_ns - time.monotonic_ns()
+            if left_ns > 0:
+                select.select([self.ser.fileno()], [], [], left_ns / 1e9)
+                data = self.ser.read(length)
+        if data and time.monotonic_ns() > self._deadline_ns:
+            self._late_bytes += len(data)
+        return data
 
     def clearPort(self) -> None:  # noqa: N802
         self.ser.reset_input_buffer()

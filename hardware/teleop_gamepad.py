@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from robot_learning.core.ee_features import DELTA
 from robot_learning.core.features import FeatureSet
 from robot_learning.core.frame import Action, Observation
 from robot_learning.core.stamped import Stamped
@@ -52,9 +53,6 @@ class GamepadTeleop(Teleop):
     def __init__(self, index: int = 0, mapping: GamepadMapping = GamepadMapping(), clock=None,
                  name: str = "gamepad"):
         super().__init__(name, clock)
-        from robot_learning.runtime.cartesian_stage import DELTA
-
-        self._features = DELTA
         self.index, self.mapping = index, mapping
         self._joy = None
         self._buttons: np.ndarray | None = None
@@ -63,7 +61,7 @@ class GamepadTeleop(Teleop):
 
     @property
     def action_features(self) -> FeatureSet:
-        return self._features
+        return DELTA
 
     def _connect(self) -> None:
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")

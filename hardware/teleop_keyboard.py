@@ -25,6 +25,7 @@ import threading
 
 import numpy as np
 
+from robot_learning.core.ee_features import DELTA
 from robot_learning.core.features import FeatureSet
 from robot_learning.core.frame import Action, Observation
 from robot_learning.core.stamped import Stamped
@@ -43,9 +44,6 @@ class KeyboardTeleop(Teleop):
     def __init__(self, step_m: float = 0.01, turn_rad: float = 0.08, fd: int | None = None, clock=None,
                  name: str = "keyboard"):
         super().__init__(name, clock)
-        from robot_learning.runtime.cartesian_stage import DELTA
-
-        self._features = DELTA
         self.step_m, self.turn_rad = step_m, turn_rad
         self._fd = fd
         self._lock = threading.Lock()
@@ -59,7 +57,7 @@ class KeyboardTeleop(Teleop):
 
     @property
     def action_features(self) -> FeatureSet:
-        return self._features
+        return DELTA
 
     def _connect(self) -> None:
         fd = self._fd if self._fd is not None else sys.stdin.fileno()

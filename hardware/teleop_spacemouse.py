@@ -43,6 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from robot_learning.core.ee_features import DELTA
 from robot_learning.core.features import FeatureSet
 from robot_learning.core.frame import Action, Observation
 from robot_learning.core.stamped import Stamped
@@ -270,9 +271,6 @@ class SpaceMouseTeleop(Teleop):
     def __init__(self, config: SpaceMouseConfig = SpaceMouseConfig(), clock=None, name: str = "spacemouse",
                  hid_device=None):
         super().__init__(name, clock)
-        from robot_learning.runtime.cartesian_stage import DELTA
-
-        self._features = DELTA
         self.config = config
         self._given = hid_device
         self._dev = None
@@ -286,7 +284,7 @@ class SpaceMouseTeleop(Teleop):
 
     @property
     def action_features(self) -> FeatureSet:
-        return self._features
+        return DELTA
 
     def _connect(self) -> None:
         cfg = self.config

@@ -3,10 +3,15 @@
 Every error says what was expected and what was found, so a one-line message at the CLI
 boundary is enough to act on. Device errors are re-exported from ``robot_learning.hardware``.
 
-    RobotLearningError
+    RobotLearningError                                (the CLI prints the message; exit 1 unless noted)
     ├── ConfigError            a configuration value is invalid (CLI exits 2 with the message)
+    │   └── InsufficientDataError  the data given cannot serve the request (e.g. no failures to learn from)
     ├── SpecMismatchError      data does not match its FeatureSpec (missing key, shape, dtype)
     ├── SafetyViolation        the safety filter refused a command or a state is out of limits
+    ├── SimulationDivergedError  the MuJoCo state became non-finite (an unstable action or model)
+    ├── TrainingDivergedError  a training loss became non-finite
+    ├── WorkerFailedError      a worker process (rollout worker, RL actor) died or failed
+    ├── StorageError           writing a dataset failed (disk full, permissions, a stalled writer)
     └── DeviceError
         ├── NotConnectedError      method needs connect() first
         ├── AlreadyConnectedError  connect() called twice
@@ -42,8 +47,31 @@ class SpecMismatchError(RobotLearningError, ValueError):
         return cls(_expected_found(what, expected, found))
 
 
+class InsufficientDataError(ConfigError):
+    """The data given cannot serve the request (e.g. a critic's episodes hold no failures): a ConfigError,
+    as the fix is other input, but one callers may catch on its own."""
+
+
 class SafetyViolation(RobotLearningError):
     """A command or a measured state lies outside the configured safety limits."""
+
+
+class SimulationDivergedError(RobotLearningError):
+    """The simulation's state became non-finite (NaN / inf): the action drove the physics unstable, or the model
+    is. Reinforcement learning counts it as a failed episode; anywhere else it ends the run."""
+
+
+class TrainingDivergedError(RobotLearningError):
+    """A training loss became non-finite (too high a learning rate, or broken data)."""
+
+
+class WorkerFailedError(RobotLearningError):
+    """A worker process of a run (a rollout worker, an RL actor) died or reported a failure."""
+
+
+class StorageError(RobotLearningError):
+    """Writing a dataset failed (disk full, permissions, a writer that stalled); what was committed before
+    stays intact."""
 
 
 class DeviceError(RobotLearningError):

@@ -15,12 +15,12 @@ import numpy as np
 
 from robot_learning.core.features import FeatureSet
 from robot_learning.core.frame import Action, Observation
+from robot_learning.core.robot_models import get_robot_model
 from robot_learning.core.stamped import Stamped
-from robot_learning.errors import ConfigError
+from robot_learning.errors import ConfigError, SimulationDivergedError
 from robot_learning.hardware.sensor import StreamingSensor
 from robot_learning.runtime.control import ControlRuntime, RuntimeConfig, Sink, TickRecord
 from robot_learning.sim.randomize import DomainRandomization, Randomizer
-from robot_learning.sim.robots import get_robot_model
 from robot_learning.sim.scene import TOUCH_COLS, TOUCH_ROWS, build_scene, touch_sensor_name
 from robot_learning.sim.sensors import SimCamera, SimTactile, _SimSampled
 from robot_learning.sim.sim_robot import SimRobot
@@ -197,7 +197,8 @@ class SimEnv:
         self.world.step_until(self._t_ns)
         self.steps += 1
         if self.world.has_nan():
-            raise ConfigError("simulation diverged (NaN in the state); the action or the model is unstable")
+            raise SimulationDivergedError("simulation diverged (NaN in the state); the action or the model is "
+                                          "unstable")
         self._obs = self.runtime.observe(self._t_ns)
         success = self.task.success(self.world)
         info = {"success": success, "executed": tick.executed, "held": tick.held, "reason": tick.reason}

@@ -8,13 +8,15 @@ Task objects come as MJCF snippets from the task; the robot's MJCF file is attac
 
 from __future__ import annotations
 
-import sys
+import logging
 import warnings
 from dataclasses import dataclass
 
 import mujoco
 
-from robot_learning.sim.robots import RobotModel
+from robot_learning.core.robot_models import RobotModel
+
+log = logging.getLogger(__name__)
 
 TOUCH_ROWS, TOUCH_COLS = 4, 4
 
@@ -98,7 +100,7 @@ def build_scene(robot: RobotModel, task_assets: str = "", task_bodies: str = "",
 
     def _warning(msg: str) -> None:
         if "empty prefix" not in msg:
-            (previous or (lambda m: print(f"MuJoCo warning: {m}", file=sys.stderr)))(msg)
+            (previous or (lambda m: log.warning("MuJoCo warning: %s", m)))(msg)
 
     mujoco.set_mju_user_warning(_warning)
     try:

@@ -14,11 +14,11 @@ import numpy as np
 
 from robot_learning.core.features import FeatureSet
 from robot_learning.core.frame import Action
+from robot_learning.core.limits import FeatureLimits, SafetyConfig
+from robot_learning.core.robot_models import RobotModel
 from robot_learning.core.stamped import Stamped
 from robot_learning.errors import ConfigError
 from robot_learning.hardware.robot import Robot, arm_features
-from robot_learning.runtime.safety import FeatureLimits, SafetyConfig
-from robot_learning.sim.robots import RobotModel
 from robot_learning.sim.world import SimWorld
 
 

@@ -16,15 +16,8 @@ from robot_learning.cli.main import main
 from robot_learning.hardware.arms import get_arm
 
 from servo_emulator import ServoEmulator
-from sim_recordings import record_lift
-from test_servo_arms import FOLLOWER_POSE, LEADER_POSE, NAMES, RES, servos_of, sweep_and_calibrate
-
-
-@pytest.fixture
-def cal_dir(tmp_path, monkeypatch):
-    d = tmp_path / "calibration"
-    monkeypatch.setenv("ROBOT_LEARNING_CALIBRATION", str(d))
-    return d
+from support.servo_arms import FOLLOWER_POSE, LEADER_POSE, NAMES, RES, servos_of, sweep_and_calibrate
+from support.sim_recordings import record_lift
 
 
 def test_leader_arm_takes_over_a_deployed_policy_and_the_recording_marks_it(cal_dir, tmp_path):
@@ -88,14 +81,13 @@ def test_gamepad_takes_over_a_deployed_policy_through_the_cartesian_stage(cal_di
     """An end-effector device takes over a joint-space policy: while the left bumper is held, the stick's tool deltas
     go through the twin's Cartesian controller from the pose the policy left; the recording holds joint actions and
     marks those ticks."""
-    pytest.importorskip("pygame")
     import pygame
 
     from robot_learning.datasets.store import EpisodeStore
     from robot_learning.datasets.verify import verify
     from robot_learning.hardware.servo_arm import _Kinematics
 
-    from virtual_pad import VirtualPad
+    from support.virtual_pad import VirtualPad
 
     ds = tmp_path / "so101_lift.zarr"
     record_lift(ds, seeds=(0, 1), robot="so101", cameras=(), tactile=False)

@@ -7,7 +7,7 @@ from robot_learning.errors import (AlreadyConnectedError, DeviceFaultError, Devi
 from robot_learning.hardware import EpisodeEvent
 from robot_learning.hardware.emulated_arm import EmulatedArm
 
-from emulated_devices import PatternCamera, ScriptedTeleop
+from support.emulated_devices import PatternCamera, ScriptedTeleop
 
 
 def test_robot_specs_readable_while_disconnected_and_methods_need_connect():

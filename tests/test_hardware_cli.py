@@ -22,8 +22,8 @@ from robot_learning.hardware.arm_calibration import ArmCalibration, calibration_
 from robot_learning.hardware.arms import get_arm
 
 from servo_emulator import ServoEmulator
-from test_realsense import COLOR_K, CH, CW, record as record_realsense
-from test_servo_arms import FOLLOWER_POSE, LEADER_POSE, NAMES, RES, servos_of, sweep_and_calibrate
+from support.realsense_recording import COLOR_K, CH, CW, record as record_realsense
+from support.servo_arms import FOLLOWER_POSE, LEADER_POSE, NAMES, RES, servos_of, sweep_and_calibrate
 
 EXE = [sys.executable, "-m", "robot_learning"]
 
@@ -35,19 +35,43 @@ def run_cli(*args) -> tuple[int, str]:
     return rc, buf.getvalue()
 
 
-@pytest.fixture
-def cal_dir(tmp_path, monkeypatch):
-    d = tmp_path / "calibration"
-    monkeypatch.setenv("ROBOT_LEARNING_CALIBRATION", str(d))
-    return d
+def test_find_ports_and_cameras_json(monkeypatch, tmp_path):
+    """What pyserial and the sysfs tree say, as JSON: two ports (an arm's USB adapter and a UART without USB
+    descriptors, listed in device order) and a DIGIT among the V4L2 nodes; OpenCV and librealsense as found here."""
+    from functools import partial
 
+    from serial.tools import list_ports
+    from serial.tools.list_ports_common import ListPortInfo
 
-def test_find_ports_and_cameras_json():
+    from robot_learning.hardware import tactile
+    from robot_learning.hardware.camera_discovery import find_opencv_cameras, find_realsense_cameras
+
+    usb = ListPortInfo("/dev/ttyACM0", skip_link_detection=True)
+    usb.description, usb.serial_number, usb.vid, usb.pid, usb.manufacturer = (
+        "USB Single Serial", "5A7C118312", 0x1A86, 0x55D3, "QinHeng Electronics")
+    monkeypatch.setattr(list_ports, "comports", lambda: [ListPortInfo("/dev/ttyS0", skip_link_detection=True), usb])
     rc, out = run_cli("find-ports", "--json")
-    assert rc == 0 and isinstance(json.loads(out)["ports"], list)
+    assert rc == 0 and json.loads(out) == {"ports": [
+        {"port": "/dev/ttyACM0", "description": "USB Single Serial", "serial_number": "5A7C118312",
+         "vid_pid": "1a86:55d3", "manufacturer": "QinHeng Electronics"},
+        {"port": "/dev/ttyS0", "description": "n/a", "serial_number": None, "vid_pid": None, "manufacturer": None}]}
+
+    sys_root, by_id = tmp_path / "video4linux", tmp_path / "by-id"
+    for node, name, index in [("video0", "Integrated Camera", 0), ("video2", "DIGIT: DIGIT", 0),
+                              ("video3", "DIGIT: DIGIT", 1)]:
+        (sys_root / node).mkdir(parents=True)
+        (sys_root / node / "name").write_text(name + "\n")
+        (sys_root / node / "index").write_text(f"{index}\n")
+    by_id.mkdir()
+    os.symlink("../../video2", by_id / "usb-Facebook_DIGIT_D20001-video-index0")
+    monkeypatch.setattr(tactile, "discover_tactile_sensors",
+                        partial(tactile.discover_tactile_sensors, sys_root, by_id))
     rc, out = run_cli("find-cameras", "--json")
-    found = json.loads(out)
-    assert rc == 0 and set(found) == {"opencv", "realsense", "tactile"}
+    assert rc == 0 and json.loads(out) == {
+        "opencv": json.loads(json.dumps(find_opencv_cameras())),
+        "realsense": json.loads(json.dumps(find_realsense_cameras())),
+        "tactile": [{"model": "digit", "uvc_name": "DIGIT: DIGIT", "device": "/dev/video2", "index": 2,
+                     "by_id": str(by_id / "usb-Facebook_DIGIT_D20001-video-index0"), "serial": "D20001"}]}
 
 
 def test_calibrate_command_interactive(cal_dir):
@@ -167,10 +191,11 @@ def test_teleoperate_sim_twin_with_leader_arm(cal_dir):
 def test_gamepad_drives_the_real_arm_end_effector_through_the_twins_model(cal_dir):
     """End-effector teleop of a real (emulated) SO-101: the gamepad's deltas go through the Cartesian stage over
     the sim twin's MJCF, the joint filter, then the servos; the tool moves away from the base."""
-    pygame = pytest.importorskip("pygame")
+    import pygame
+
     from robot_learning.hardware.servo_arm import _Kinematics
 
-    from virtual_pad import VirtualPad
+    from support.virtual_pad import VirtualPad
 
     spec = get_arm("so101")
     kin = _Kinematics("so101")

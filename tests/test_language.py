@@ -2,12 +2,14 @@
 the recorder and the runtime, the offline sentence-embedding encoder, a language-conditioned policy trained through
 the CLI, and evaluations with a right, wrong or empty instruction."""
 
+import json
+
 import numpy as np
 import pytest
 
 from robot_learning.errors import ConfigError
 from robot_learning.sim.env import SimEnv, SimEnvConfig
-from sim_recordings import run_cli
+from support.sim_recordings import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +75,7 @@ def test_sentence_embeddings_are_offline_normalised_and_distinct():
 
 
 def test_language_conditioned_policy_trains_reloads_and_evaluates_with_each_instruction(colour_demos, lift_base,
-                                                                                       tmp_path):
+                                                                                       tmp_path, capsys):
     from robot_learning.policies.checkpoint import load_policy
 
     run = tmp_path / "run"
@@ -89,7 +91,8 @@ def test_language_conditioned_policy_trains_reloads_and_evaluates_with_each_inst
     raw = embed(sorted({e.task for e in EpisodeStore.open(colour_demos).episodes}))   # centre / scale: training set's
     np.testing.assert_allclose(pol.text_mean.numpy(), raw.mean(0), atol=1e-6)
     z = (raw - raw.mean(0)) * float(pol.text_scale)
-    assert abs(float(np.sqrt((z ** 2).mean())) - 1.0) < 1e-4 and float(pol.text_scale) > 20   # amplified ~60x
+    assert abs(float(np.sqrt((z ** 2).mean())) - 1.0) < 1e-4
+    assert float(pol.text_scale) == pytest.approx(1 / np.sqrt(((raw - raw.mean(0)) ** 2).mean()), rel=1e-5)
     with SimEnv(SimEnvConfig(task="lift_color")) as env:
         acts = []
         for text in ("pick up the red cube", "pick up the blue cube"):
@@ -97,10 +100,44 @@ def test_language_conditioned_policy_trains_reloads_and_evaluates_with_each_inst
             pol.reset(0)
             acts.append(pol.infer(obs).actions)
     assert not np.array_equal(acts[0], acts[1])                         # the instruction reaches the actions
+    # what the policy is told in each evaluation mode, tick by tick, on the held-out seed
+    from robot_learning.evaluation.rollout import env_config_for, rollout
+
+    class Told:
+        def __init__(self):
+            self.texts = set()
+
+        def on_tick(self, tick):
+            self.texts.add(tick.observation["task"])
+
+        def close(self):
+            pass
+
+    told = {}
+    with SimEnv(env_config_for(pol.observation_features, "lift_color", "panda")) as env:
+        for mode in ("right", "wrong", "empty"):
+            sink = Told()
+            rollout(env, pol, 100_000, sinks=(sink,), instruction=mode)
+            told[mode] = sink.texts
+        goal = env.task.target                                          # the seed's goal (the last reset's)
+    others = {f"pick up the {c} cube" for c in ("red", "green", "blue") if c != goal}
+    assert told["right"] == {f"pick up the {goal} cube"} and told["empty"] == {""}
+    assert len(told["wrong"]) == 1 and told["wrong"] <= others          # one other goal, the whole episode
     for mode in ("right", "wrong", "empty"):
         rc, out = run_cli("eval", "--checkpoint", str(run), "--episodes", "1", "--videos", "0", "--instruction", mode,
                           "--out", str(tmp_path / f"eval-{mode}"))
         assert rc == 0 and "lift_color" in out, out
-    rc, _ = run_cli("eval", "--checkpoint", str(lift_base["run"]), "--episodes", "1", "--videos", "0",
-                    "--instruction", "wrong", "--out", str(tmp_path / "bad"))
-    assert rc == 2                                                      # lift has one goal: no wrong instruction
+        ev = json.loads((tmp_path / f"eval-{mode}" / "eval.json").read_text())
+        assert ev.get("instruction") == (None if mode == "right" else mode)    # the mode is in the report
+        assert ev["task"] == "lift_color" and ev["episodes"] == 1 and ev["seeds"] == [100_000]
+        assert [d["seed"] for d in ev["episodes_detail"]] == [100_000]
+        assert ev["successes"] == int(ev["episodes_detail"][0]["success"]) and ev["success_rate"] == ev["successes"]
+    capsys.readouterr()
+    rc, out = run_cli("eval", "--checkpoint", str(lift_base["run"]), "--episodes", "1", "--videos", "0",
+                      "--instruction", "wrong", "--out", str(tmp_path / "bad"))
+    err = capsys.readouterr().err
+    assert rc == 2 and out == ""                                        # lift has one goal: no wrong instruction
+    assert err.replace("\r", "\n").strip().splitlines()[-1] == (     # after the progress bar, one line
+        "robot-learning: error: task 'lift' has a single goal: no wrong instruction to give (use a task with several, "
+        "such as lift_color)"), err
+    assert not (tmp_path / "bad" / "eval.json").exists()

@@ -45,7 +45,7 @@ def test_steering_lifts_a_30_demo_policy_beyond_the_95_percent_interval(tmp_path
     """Issue 8: a lift policy from 30 scripted demos (3,000 steps, one thread: ~0.46-0.49 measured), steered by a
     Cal-QL critic from 60 of its rollouts and the demos, K = 16, on 200 held-out seeds. Measured: +19 points,
     interval +10.7 to +27.3 (docs/benchmarks.md). About 45 minutes on 2 cores."""
-    from sim_recordings import record_lift
+    from support.sim_recordings import record_lift
 
     demos = record_lift(tmp_path / "demos.zarr", seeds=tuple(range(30)), cameras=(), tactile=False)
     r = subprocess.run([sys.executable, "-m", "robot_learning", "train", "--dataset", str(demos), "--out",
@@ -69,7 +69,7 @@ def test_residual_ppo_raises_a_30_demo_policy_by_20_points_in_45_minutes(tmp_pat
     fine-tuned by residual PPO for 45 minutes (16 twin envs in 2 worker processes), then evaluated on 200 held-out
     seeds, paired with the base alone at temperature 0. Measured 2026-12-02: 0.81, +23.5 points (+16.8 to +30.2;
     docs/benchmarks.md). About 65 minutes on 2 cores."""
-    from sim_recordings import record_lift
+    from support.sim_recordings import record_lift
 
     demos = record_lift(tmp_path / "demos.zarr", seeds=tuple(range(30)), cameras=(), tactile=False)
     r = subprocess.run([sys.executable, "-m", "robot_learning", "train", "--dataset", str(demos), "--out",

@@ -6,6 +6,7 @@ A mistake there either drops those packages from the wheel or installs top-level
 ``datasets`` / ``sim`` (which would shadow Hugging Face ``datasets`` and friends). These tests
 build the real wheel, install it into a fresh virtual environment and import everything from
 there, away from the repository, so an import that only works thanks to the checkout fails here.
+Building the wheel (and the editable wheel of ``pip install -e .``) prints no setuptools warnings.
 
 The fresh environment reuses the dependencies (numpy, torch, tyro...) of the running one through a
 ``.pth`` line naming its site-packages; ``.pth`` files inside a directory added that way are not
@@ -71,6 +72,20 @@ def _source_modules() -> dict[str, Path]:
     return found
 
 
+def _source_data() -> set[str]:
+    """Wheel paths of the ``[tool.setuptools.package-data]`` files of the sources."""
+    with open(REPO_ROOT / "pyproject.toml", "rb") as f:
+        cfg = tomllib.load(f)["tool"]["setuptools"]
+    dirs = _package_dirs()
+    found = set()
+    for pkg, patterns in cfg.get("package-data", {}).items():
+        parent = next(p for p in sorted(dirs, key=len, reverse=True) if pkg == p or pkg.startswith(f"{p}."))
+        folder = dirs[parent].joinpath(*pkg[len(parent):].split(".")[1:])
+        for pattern in patterns:
+            found |= {"/".join([*pkg.split("."), f.relative_to(folder).as_posix()]) for f in folder.glob(pattern)}
+    return found
+
+
 def _wheel_modules(names: list[str]) -> set[str]:
     mods = set()
     for n in names:
@@ -103,15 +118,52 @@ def _inside(path: str | Path, folder: str | Path) -> bool:
     return Path(path).resolve().is_relative_to(Path(folder).resolve())
 
 
+#: what setuptools warns with: a warning category (``BuildBackendWarning: Package ... is absent from the `packages`
+#: configuration``, ``SetuptoolsDeprecationWarning``...) or its log's ``warning: ...`` lines
+SETUPTOOLS_WARNING = re.compile(r"\b(?:[A-Z]\w*Warning|InformationOnly)\b|^\s*warning: ", re.M)
+#: ``warning: build_py: byte-compiling is disabled``: PYTHONDONTWRITEBYTECODE, which _clean_env sets
+NOT_A_PACKAGING_PROBLEM = re.compile(r"byte-compiling is disabled")
+
+
+def _setuptools_warnings(log: str) -> list[str]:
+    return [line.strip() for line in log.splitlines()
+            if SETUPTOOLS_WARNING.search(line) and not NOT_A_PACKAGING_PROBLEM.search(line)]
+
+
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
+def wheel_build(tmp_path_factory) -> tuple[Path, str]:
+    """The wheel, and everything pip and the build backend printed building it (verbose)."""
     out = tmp_path_factory.mktemp("wheel")
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-          "-w", out, REPO_ROOT], cwd=out)
+    proc = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-v",
+                 "-w", out, REPO_ROOT], cwd=out)
     wheels = list(out.glob("*.whl"))
     assert len(wheels) == 1, f"expected one wheel, found {[w.name for w in wheels]}"
     assert wheels[0].name.startswith("robot_learning-"), wheels[0].name
-    return wheels[0]
+    return wheels[0], proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def wheel(wheel_build) -> Path:
+    return wheel_build[0]
+
+
+def test_wheel_builds_without_setuptools_warnings(wheel_build):
+    warnings = _setuptools_warnings(wheel_build[1])
+    assert not warnings, "setuptools warned building the wheel:\n" + "\n".join(warnings)
+
+
+def test_editable_build_warns_only_that_it_is_editable(tmp_path):
+    """``pip install -e .`` builds its wheel with the same backend hook. The one notice left is setuptools'
+    ``InformationOnly: Editable installation.``, which every editable install through a meta path finder prints
+    (the only editable mode for packages mapped from folders outside ``robot_learning/``)."""
+    out = tmp_path / "editable"
+    out.mkdir()
+    proc = _run([sys.executable, "-c", "import sys; from setuptools import build_meta; "
+                 "print(build_meta.build_editable(sys.argv[1]))", out], cwd=REPO_ROOT)
+    assert list(out.glob("*.whl")), proc.stdout
+    warnings = [w for w in _setuptools_warnings(proc.stdout + proc.stderr)
+                if not w.endswith("InformationOnly: Editable installation.")]
+    assert not warnings, "setuptools warned building the editable wheel:\n" + "\n".join(warnings)
 
 
 def test_wheel_contains_only_the_robot_learning_namespace(wheel):
@@ -132,6 +184,11 @@ def test_wheel_contains_only_the_robot_learning_namespace(wheel):
     assert _wheel_modules(names) == expected, (
         f"missing from wheel: {sorted(expected - _wheel_modules(names))}; "
         f"not in sources: {sorted(_wheel_modules(names) - expected)}")
+
+    # Data files: exactly the package data of the sources (the robot MJCF files), nothing left over in build/.
+    data = {n for n in names if n.startswith(f"{TOP}/") and not n.endswith(".py")}
+    assert data == _source_data(), (f"missing from wheel: {sorted(_source_data() - data)}; "
+                                    f"not in sources: {sorted(data - _source_data())}")
 
     # The console script is declared.
     with zipfile.ZipFile(wheel) as zf:
@@ -165,7 +222,7 @@ _PROBE = textwrap.dedent(r"""
             top[name] = None
     out["top_level"] = top
     import mujoco
-    from robot_learning.sim.robots import ROBOTS
+    from robot_learning.core.robot_models import ROBOTS
     out["robot_models"] = {n: [str(r.mjcf_path()), mujoco.MjModel.from_xml_path(str(r.mjcf_path())).nu]
                            for n, r in ROBOTS.items()}
     print(json.dumps(out))

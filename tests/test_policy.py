@@ -18,7 +18,6 @@ from robot_learning.core.clock import FakeClock
 from robot_learning.core.features import FeatureKind, FeatureSet, FeatureSpec
 from robot_learning.core.frame import Action, Observation
 from robot_learning.datasets.dense import DenseWindows
-from robot_learning.datasets.sampler import WindowSampler
 from robot_learning.datasets.stats import Normalizer, load_stats
 from robot_learning.datasets.store import EpisodeStore
 from robot_learning.errors import ConfigError, SpecMismatchError
@@ -27,33 +26,16 @@ from robot_learning.policies.base import ActionChunk, ObservationHistory, Policy
 from robot_learning.policies.checkpoint import load_policy
 from robot_learning.policies.diffusion import DiffusionConfig, DiffusionPolicy, normalizer_modes
 from robot_learning.policies.executor import ChunkExecutor
-from robot_learning.policies.nets.encoders import EncoderConfig
 from robot_learning.policies.samplers import Sampler, training_scheduler
 from robot_learning.sim.env import SimEnv
-from robot_learning.training.config import select_features
-from sim_recordings import LIFT_SEEDS as SEEDS, record_lift
-
-# CPU-test sized networks: a 2-level U-Net and a 16-wide ResNet per camera
-TINY = dict(Tp=8, Ta=4, down_dims=(16, 32), step_embed_dim=16,
-            encoder=EncoderConfig(image_width=16, image_kp=8, image_out_dim=16, tactile_out_dim=8))
+from support.policies import fake_observation, make_policy
+from support.sim_recordings import record_lift
 
 
 # --------------------------------------------------------------------------- shared dataset
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     return EpisodeStore.open(record_lift(tmp_path_factory.mktemp("policy") / "lift.zarr"))
-
-
-def make_policy(store, obs="state", **overrides):
-    """A tiny diffusion policy on ``store``, built the way ``trainer.prepare`` builds one."""
-    available = FeatureSet(s for st in store.schema.streams for s in st.features)
-    features = select_features(obs, available)
-    cfg = DiffusionConfig(**{**TINY, **overrides})
-    sampler = WindowSampler(store, list(features.names), To=cfg.To, Tp=cfg.Tp, Ta=cfg.Ta)
-    normalizer = Normalizer(normalizer_modes(cfg, features), sampler.output_stats(load_stats(store)))
-    period_ns = int(round(1e9 / store.schema.control_rate_hz))
-    meta = {"robot": dict(store.schema.robot), "train_seeds": list(SEEDS)}
-    return DiffusionPolicy(cfg, features, store.schema.action_features, normalizer, period_ns, meta), sampler
 
 
 @pytest.fixture(scope="module")
@@ -74,18 +56,6 @@ def sim_observation(features, seed=7):
         return env.reset(seed)
     finally:
         env.close()
-
-
-def fake_observation(features, t_ns=123_000_000, seed=0):
-    """Fixed arbitrary values for ``features`` (numpy arrays of their dtypes)."""
-    rng = np.random.default_rng(seed)
-    values = {}
-    for s in features:
-        if np.dtype(s.dtype) == np.uint8:
-            values[s.name] = rng.integers(0, 256, s.shape, dtype=np.uint8)
-        else:
-            values[s.name] = rng.uniform(-1, 1, s.shape).astype(s.dtype)
-    return Observation(t_ns, features, values, {k: t_ns for k in values})
 
 
 def with_t(obs, t_ns):

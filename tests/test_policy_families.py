@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from robot_learning.errors import ConfigError
-from sim_recordings import lift_observations, run_cli
+from support.sim_recordings import lift_observations, run_cli
 
 FAMILIES = {"flow": ["--policy", "flow"], "act": ["--policy", "act"],
             "act-open-loop": ["--policy", "act", "--no-temporal-ensemble"],

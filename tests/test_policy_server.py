@@ -30,10 +30,11 @@ from robot_learning.deploy.client import (DTYPES, AuthError, InferReply, PolicyC
                                           ProtocolError, ServerError, decode, encode, health)
 from robot_learning.deploy.server import PolicyServer
 from robot_learning.errors import ConfigError
-from robot_learning.policies.base import ActionChunk
+from robot_learning.evaluation.config import SamplingConfig
+from robot_learning.policies.base import ActionChunk, Policy
 from robot_learning.policies.checkpoint import load_policy
-from sim_recordings import record_lift
-from test_policy import fake_observation, make_policy
+from support.policies import fake_observation, make_policy
+from support.sim_recordings import record_lift
 
 MAX_BYTES = 1 << 20        # the test servers' message limit
 KNOWN_TYPES = ("spec", "reset", "observe", "infer")
@@ -187,10 +188,13 @@ def test_token_is_required_and_checked(local, monkeypatch):
     cfg = ServeConfig(checkpoint="run", host="0.0.0.0")
     assert cfg.token == "from-env" and "from-env" not in repr(cfg)
     with pytest.raises(ConfigError, match="--sampler"):
-        ServeConfig(checkpoint="run", sampler="dpm")
+        ServeConfig(checkpoint="run", sampling=SamplingConfig(sampler="dpm"))
+    with pytest.raises(ConfigError, match="--device: expected auto, cpu, cuda or cuda:N, found 'gpu'"):
+        ServeConfig(checkpoint="run", device="gpu")
+    assert ServeConfig(checkpoint="run").device == "auto"
 
 
-class _InstructionPolicy:
+class _InstructionPolicy(Policy):
     """A non-diffusion policy with a language feature: actions = state + len(instruction)."""
 
     kind = "echo"
@@ -198,8 +202,11 @@ class _InstructionPolicy:
                                        FeatureSpec("task", (), "str", "language", "1")])
     action_features = FeatureSet([FeatureSpec("cmd", (2,), "float32", "action", "rad")])
 
-    def reset(self):
-        pass
+    def __init__(self):
+        self.meta, self.seeds = {}, []
+
+    def reset(self, seed=None):
+        self.seeds.append(seed)
 
     def observe(self, obs):
         pass
@@ -214,7 +221,10 @@ class _InstructionPolicy:
 
 
 def test_language_features_and_a_failing_policy():
-    with PolicyServer(_InstructionPolicy(), port=0) as server, \
+    policy = _InstructionPolicy()
+    with pytest.raises(ConfigError, match="expected a robot_learning Policy, found object"):
+        PolicyServer(object(), port=0)
+    with PolicyServer(policy, port=0) as server, \
             PolicyClient(f"ws://127.0.0.1:{server.port}") as pc:
         assert pc.spec()["control_period_ns"] is None
         r = pc.infer({"q": np.array([1, 2], np.float32), "task": "lift it"}, 7)
@@ -224,9 +234,12 @@ def test_language_features_and_a_failing_policy():
             pc.infer({"q": np.zeros(2, np.float32), "task": "explode"}, 8)
         with pytest.raises(ServerError, match="task: expected a str"):
             pc.infer({"q": np.zeros(2, np.float32), "task": np.zeros(2, np.float32)}, 8)
-        with pytest.raises(ServerError, match="takes no seed"):
-            pc.reset(seed=1)
+        assert pc.spec()["samples"] is False                # no sample_chunks: one chunk per infer
+        with pytest.raises(ServerError, match="samples one chunk per infer"):
+            pc.infer({"q": np.zeros(2, np.float32), "task": ""}, 8, samples=4)
+        pc.reset(seed=1)
         pc.reset()
+        assert policy.seeds[-2:] == [1, None]               # every policy takes reset(seed=None)
         assert pc.infer({"q": np.zeros(2, np.float32), "task": ""}, 9).actions.tolist() == [[0, 0]]
         pc.timeout_s = 0.3          # no reply in time: the client closes; connect() again is a new session
         with pytest.raises(PolicyConnectionError, match="no reply within 0.3 s"):
@@ -480,7 +493,9 @@ def test_serve_command_runs_until_ctrl_c(run_dir):
     env = {k: v for k, v in os.environ.items() if k != "ROBOT_LEARNING_TOKEN"}
     code = ("import sys; from pathlib import Path; from robot_learning.cli.deploy_cmds import run_serve; "
             "from robot_learning.cli.deploy_configs import ServeConfig; "
-            "sys.exit(run_serve(ServeConfig(checkpoint=Path(sys.argv[1]), port=0, sampling_steps=2)))")
+            "from robot_learning.evaluation.config import SamplingConfig; "
+            "sys.exit(run_serve(ServeConfig(checkpoint=Path(sys.argv[1]), port=0, "
+            "sampling=SamplingConfig(sampling_steps=2))))")
     proc = subprocess.Popen([sys.executable, "-c", code, str(run_dir)], stderr=subprocess.PIPE, text=True, env=env)
     guard = threading.Timer(60, proc.kill)
     guard.start()

@@ -61,8 +61,10 @@ def test_coverage_exact_values():
     assert t_coverage(shifted, (0.3, 0.2, a), RECTS) == pytest.approx(3 / 7, rel=1e-9)
     assert t_coverage((0.3, 0.2, a), shifted, RECTS) == pytest.approx(3 / 7, rel=1e-9)
     assert t_coverage((0.0, 0.0, 0.0), (0.5, 0.0, 0.0), RECTS) == 0.0
-    # upside down about the centroid: the bar lands on the stem's far half and vice versa
-    assert 0 < t_coverage((0.0, 0.0, np.pi), (0.0, 0.0, 0.0), RECTS) < 0.5
+    # upside down about the centroid (1/112 m below the bar): each bar crosses the other stem over 0.025 x 0.025,
+    # and the stems share 0.025 x 2/112 around the centroid: (0.14 + 0.05) / 112 over 0.49 / 112 = 19/49
+    assert t_coverage((0.0, 0.0, np.pi), (0.0, 0.0, 0.0), RECTS) == pytest.approx(19 / 49, rel=1e-9)
+    assert t_coverage((0.3, 0.2, a + np.pi), (0.3, 0.2, a), RECTS) == pytest.approx(19 / 49, rel=1e-9)
 
 
 def test_coverage_matches_point_sampling_within_one_percent():

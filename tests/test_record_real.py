@@ -24,7 +24,7 @@ from robot_learning.datasets.verify import verify
 from robot_learning.hardware.arms import get_arm
 
 from servo_emulator import ServoEmulator
-from test_servo_arms import FOLLOWER_POSE, LEADER_POSE, NAMES, RES, servos_of, sweep_and_calibrate
+from support.servo_arms import FOLLOWER_POSE, LEADER_POSE, NAMES, RES, servos_of, sweep_and_calibrate
 
 
 def run_cli(*args) -> tuple[int, str, str]:

@@ -14,7 +14,7 @@ import torch
 
 from robot_learning.cli.main import main
 
-from sim_recordings import lift_observations as _observations, run_cli as _cli
+from support.sim_recordings import lift_observations as _observations, run_cli as _cli
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,7 @@ def test_finetune_residual_trains_checkpoints_resumes_and_reloads(base_run, tmp_
 def test_shaped_reward_is_the_sparse_one_plus_the_change_in_task_progress(base_run):
     """--reward shaped: r = success + gamma * phi(s') - phi(s); with gamma 1 it sums over an episode's ticks to
     phi(last) - phi(first) (plus the success), so it rewards progress without changing what is optimal."""
-    from robot_learning.cli.rig import parse_robot
+    from robot_learning.rig import parse_robot
     from robot_learning.policies.checkpoint import load_policy
     from robot_learning.policies.residual import ResidualConfig, ResidualPolicy
     from robot_learning.rl.residual_ppo import Rollouts
@@ -209,13 +209,13 @@ def test_batched_base_samples_all_envs_together_and_keeps_each_history(base_run)
 def test_worker_processes_collect_the_batch_one_process_would(base_run, tmp_path):
     """--workers: one worker reproduces the in-process batch exactly (same seeds, same noise); two split the envs
     between processes, concatenated in order, with distinct reset seeds and next_seed past all of them."""
-    from robot_learning.cli.rig import parse_robot
-    from robot_learning.rl.config import FinetuneResidualConfig
+    from robot_learning.rig import parse_robot
+    from robot_learning.rl.config import FinetuneResidualConfig, RLRunConfig
     from robot_learning.rl.residual_ppo import Rollouts, build_residual_policy
     from robot_learning.rl.rollout_workers import ParallelRollouts
 
-    cfg = FinetuneResidualConfig(checkpoint=base_run, env="sim:lift", out=tmp_path / "unused", num_envs=3,
-                                 workers=1, log_std=-1.0)
+    cfg = FinetuneResidualConfig(checkpoint=base_run, env="sim:lift", run=RLRunConfig(tmp_path / "unused"),
+                                 num_envs=3, workers=1, log_std=-1.0)
     _, task, robot = parse_robot(cfg.env)
     policy = build_residual_policy(cfg, task)
     with torch.no_grad():                                     # a non-zero residual, so the weights must travel
@@ -257,15 +257,37 @@ def test_worker_processes_collect_the_batch_one_process_would(base_run, tmp_path
 
 def test_a_failing_worker_is_a_one_line_error(base_run, tmp_path):
     from robot_learning.errors import ConfigError
-    from robot_learning.rl.config import FinetuneResidualConfig
+    from robot_learning.rl.config import FinetuneResidualConfig, RLRunConfig
     from robot_learning.rl.rollout_workers import ParallelRollouts
 
-    cfg = FinetuneResidualConfig(checkpoint=tmp_path / "missing", env="sim:lift", out=tmp_path / "o", num_envs=2,
-                                 workers=2)
-    with pytest.raises(ConfigError, match="rollout worker 0 failed"):
+    cfg = FinetuneResidualConfig(checkpoint=tmp_path / "missing", env="sim:lift", run=RLRunConfig(tmp_path / "o"),
+                                 num_envs=2, workers=2)
+    with pytest.raises(ConfigError, match="rollout worker 0 failed"):   # a config the worker refused stays one
         ParallelRollouts(cfg, first_seed=0, seed=0)
     with pytest.raises(ConfigError, match="--workers"):
-        FinetuneResidualConfig(checkpoint=base_run, env="sim:lift", out=tmp_path / "o", num_envs=2, workers=3)
+        FinetuneResidualConfig(checkpoint=base_run, env="sim:lift", run=RLRunConfig(tmp_path / "o"), num_envs=2,
+                               workers=3)
+
+
+def test_a_worker_failing_at_run_time_is_a_worker_error_not_a_config_error():
+    """A worker's crash (or its death) is a WorkerFailedError (exit 1), never a ConfigError (exit 2)."""
+    import multiprocessing as mp
+
+    from robot_learning.errors import ConfigError, WorkerFailedError
+    from robot_learning.rl.rollout_workers import ParallelRollouts
+
+    par = ParallelRollouts.__new__(ParallelRollouts)
+    parent, child = mp.Pipe()
+    par.conns, par.procs = [parent], []
+    child.send(("error", "RuntimeError: boom", False))
+    with pytest.raises(WorkerFailedError, match="rollout worker 0 failed: RuntimeError: boom") as e:
+        par._recv(0, "batch")
+    assert not isinstance(e.value, ConfigError)
+    child.send(("ready", 10))
+    with pytest.raises(WorkerFailedError, match="answered 'ready', expected 'batch'"):
+        par._recv(0, "batch")
+    parent.close()
+    child.close()
 
 
 def _children(pid: int) -> list[int]:

@@ -14,7 +14,7 @@ import torch
 
 from robot_learning.cli.main import main
 
-from sim_recordings import run_cli as _cli, lift_observations
+from support.sim_recordings import run_cli as _cli, lift_observations
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from robot_learning.runtime.control import ControlRuntime, RuntimeConfig
 from robot_learning.runtime.loop import RateLoop
 from robot_learning.runtime.sources import AsyncSource, FunctionSource, TeleopSource
 
-from emulated_devices import PatternCamera, RecordingArm, ScriptedTeleop
+from support.emulated_devices import PatternCamera, RecordingArm, ScriptedTeleop
 
 PERIOD_NS = 20_000_000  # 50 Hz
 

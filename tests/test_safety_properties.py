@@ -12,7 +12,8 @@ from robot_learning.core.frame import Observation
 from robot_learning.core.stamped import Stamped
 from robot_learning.hardware.emulated_arm import EmulatedArm
 from robot_learning.runtime.control import ControlRuntime, RuntimeConfig
-from robot_learning.runtime.safety import FeatureLimits, SafetyConfig, SafetyFilter, workspace_box
+from robot_learning.core.limits import FeatureLimits, SafetyConfig, workspace_box
+from robot_learning.runtime.safety import SafetyFilter
 
 ACTIONS_PER_EXAMPLE = 50
 EXAMPLES = 250

@@ -1,4 +1,4 @@
-"""The robot MJCF files under sim/assets/robots against their metadata in sim/robots.py and the
+"""The robot MJCF files under core/assets/robots against their metadata in core/robot_models.py and the
 published specifications: names, joint ranges, attaching into a scene, holding the home pose under
 gravity, the tool centre point at home, a real grasp-and-lift, and the fingertip touch_grid sensors.
 """
@@ -11,7 +11,7 @@ import mujoco
 import numpy as np
 import pytest
 
-from robot_learning.sim.robots import ROBOTS, RobotModel
+from robot_learning.core.robot_models import ROBOTS, RobotModel
 
 TIMESTEP = 0.002
 

@@ -13,7 +13,7 @@ import pytest
 from robot_learning.cli.main import main
 from robot_learning.errors import ConfigError
 
-from sim_recordings import run_cli as _cli, lift_observations
+from support.sim_recordings import run_cli as _cli, lift_observations
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-pygame = pytest.importorskip("pygame")
+import pygame  # noqa: E402
 
-from virtual_pad import VirtualPad  # noqa: E402
+from support.virtual_pad import VirtualPad  # noqa: E402
 
 from robot_learning.core import FakeClock  # noqa: E402
 from robot_learning.errors import DeviceFaultError  # noqa: E402

@@ -17,12 +17,10 @@ from collections import deque
 import numpy as np
 import pytest
 
-pytest.importorskip("pyspacemouse")
-
-from robot_learning.core import FakeClock  # noqa: E402
-from robot_learning.errors import ConfigError, DeviceFaultError  # noqa: E402
-from robot_learning.hardware import EpisodeEvent  # noqa: E402
-from robot_learning.hardware.teleop_spacemouse import (  # noqa: E402
+from robot_learning.core import FakeClock
+from robot_learning.errors import ConfigError, DeviceFaultError
+from robot_learning.hardware import EpisodeEvent
+from robot_learning.hardware.teleop_spacemouse import (
     SpaceMouseConfig,
     SpaceMouseTeleop,
 )

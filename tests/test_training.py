@@ -16,11 +16,12 @@ from robot_learning.datasets.dense import DenseWindows
 from robot_learning.datasets.sampler import WindowSampler
 from robot_learning.datasets.store import EpisodeStore
 from robot_learning.errors import ConfigError
+from robot_learning.evaluation.config import HeldOutEvalConfig
 from robot_learning.training.config import TrainConfig, select_features
 from robot_learning.training.ema import EMA
 from robot_learning.training.logs import read_csv
 from robot_learning.training.trainer import train
-from sim_recordings import LIFT_SEEDS as SEEDS, record_lift
+from support.sim_recordings import LIFT_SEEDS as SEEDS, record_lift
 
 
 
@@ -164,12 +165,23 @@ def test_cli_train_resume_and_eval(dataset, tmp_path, capfd):
     res = json.loads(lines[0])
     for key in ("success_rate", "episodes", "ci95", "mean_episode_length", "latency_ms_p50", "latency_ms_p90"):
         assert key in res, key
-    assert res["episodes"] == 1 and res["seeds"] == [100_000] and 0 <= res["success_rate"] <= 1
-    assert len(res["ci95"]) == 2 and res["ci95"][0] <= res["success_rate"] <= res["ci95"][1]
-    assert 0 < res["latency_ms_p50"] <= res["latency_ms_p90"] and res["mean_episode_length"] > 0
+    detail = json.loads((ev / "eval.json").read_text())["episodes_detail"]
+    assert res["episodes"] == 1 and res["seeds"] == [100_000] and [d["seed"] for d in detail] == [100_000]
+    won = int(detail[0]["success"])                   # a 4-step policy: either outcome, but reported as it happened
+    assert res["successes"] == won and res["success_rate"] == won
+    # the Wilson 95% interval of won/1, by hand: centre and half-width are both (z^2 / 2) / (1 + z^2)
+    half = 1.959964 ** 2 / 2 / (1 + 1.959964 ** 2)
+    assert res["ci95"] == ([round(1 - 2 * half, 4), 1.0] if won else [0.0, round(2 * half, 4)])
+    assert res["mean_episode_length"] == detail[0]["length"]
+    if not won:                                       # a failure runs to the task's time limit
+        from robot_learning.sim.env import SimEnv, SimEnvConfig
+
+        with SimEnv(SimEnvConfig(task="lift")) as env:
+            assert detail[0]["length"] == env.max_steps
+    assert 0 < res["latency_ms_p50"] <= res["latency_ms_p90"]
     vids = sorted(ev.glob("*.mp4"))
-    assert len(vids) == 1 and vids[0].stat().st_size > 1000
-    assert json.loads((ev / "eval.json").read_text())["episodes_detail"][0]["seed"] == 100_000
+    assert [v.name for v in vids] == [f"lift_seed100000_{'success' if won else 'fail'}.mp4"]
+    assert vids[0].stat().st_size > 1000
 
     # eval on a seed of the training data, or of a missing checkpoint: refused with one line
     assert main(["eval", "--checkpoint", str(run), "--episodes", "1", "--seed", "1", "--json"]) == 2
@@ -183,7 +195,7 @@ def test_cli_train_resume_and_eval(dataset, tmp_path, capfd):
 # --------------------------------------------------------------------------- optimisation
 def test_training_lowers_the_loss(dataset, tmp_path):
     summary = train(TrainConfig(dataset=dataset, out=tmp_path / "run", steps=150, batch_size=32, lr=1e-3,
-                                warmup_steps=10, eval_episodes=0, progress=False))
+                                warmup_steps=10, evaluation=HeldOutEvalConfig(eval_episodes=0), progress=False))
     assert summary["steps"] == 150 and summary["eval"] == {}
     rows = read_csv(tmp_path / "run" / "train_log.csv")
     assert [int(r["step"]) for r in rows] == [50, 100, 150]
@@ -208,8 +220,9 @@ def _assert_same(a, b):
 def test_resume_gives_the_same_weights_as_one_run(dataset, tmp_path):
     def cfg(out, steps, resume=False):
         # warm-up longer than the run: the lr of steps 1-2 does not depend on the planned total
-        return TrainConfig(dataset=dataset, out=out, steps=steps, batch_size=8, eval_episodes=0, progress=False,
-                           resume=resume, lr=1e-3, warmup_steps=10)
+        return TrainConfig(dataset=dataset, out=out, steps=steps, batch_size=8,
+                           evaluation=HeldOutEvalConfig(eval_episodes=0), progress=False, resume=resume, lr=1e-3,
+                           warmup_steps=10)
 
     straight, split = tmp_path / "straight", tmp_path / "split"
     train(cfg(straight, 4))
@@ -262,8 +275,8 @@ def test_depth_and_transformer_train_and_evaluate(tmp_path):
     policy evaluated for 1 episode in a sim env built with the depth camera it needs."""
     record_lift(tmp_path / "depth.zarr", seeds=(0,), cameras=("wrist",), image_size=64, depth=True, tactile=False)
     summary = train(TrainConfig(dataset=tmp_path / "depth.zarr", out=tmp_path / "run", obs="proprio,depth",
-                                denoiser="transformer", steps=2, batch_size=4, eval_episodes=1, videos=0,
-                                progress=False))
+                                denoiser="transformer", steps=2, batch_size=4,
+                                evaluation=HeldOutEvalConfig(eval_episodes=1), videos=0, progress=False))
     assert summary["steps"] == 2 and summary["eval"]["episodes"] == 1
     cfg = json.loads((tmp_path / "run" / "policy" / "config.json").read_text())["config"]
     assert cfg["diffusion"]["denoiser"] == "transformer"

@@ -15,7 +15,7 @@ import torch
 
 from robot_learning.errors import ConfigError
 from robot_learning.sim.env import SimEnv, SimEnvConfig
-from sim_recordings import run_cli
+from support.sim_recordings import run_cli
 
 CHILD = textwrap.dedent("""
     import sys
@@ -65,7 +65,14 @@ def test_vla_trains_resumes_reloads_in_a_fresh_process_and_evaluates(camera_demo
     pol = load_policy(run)
     assert pol.kind == "vla" and pol.config.head == head and pol.vision is not None
     assert pol.config.sentence_token and pol.sentence_proj is not None   # a config-built trunk: on by default
-    assert float(pol.text_scale) > 20 and "text_mean" in pol.state_dict()   # fitted on the demos' instructions
+    from robot_learning.datasets.store import EpisodeStore
+    from robot_learning.policies.text import embed
+
+    # fitted on the demos' instructions: centred on their mean, scaled to unit RMS (recomputed here)
+    raw = embed(sorted({e.task for e in EpisodeStore.open(camera_demos).episodes}))
+    assert len(raw) == 2 and "text_mean" in pol.state_dict()
+    np.testing.assert_allclose(pol.text_mean.numpy(), raw.mean(0), atol=1e-6)
+    assert float(pol.text_scale) == pytest.approx(1 / np.sqrt(((raw - raw.mean(0)) ** 2).mean()), rel=1e-5)
     with SimEnv(SimEnvConfig(task="lift_color", cameras=("front",), image_size=64)) as sim:
         per_text = []
         for text in ("pick up the red cube", "pick up the blue cube"):

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import tyro
 
+from robot_learning.core.device import check_device
 from robot_learning.errors import ConfigError
-from robot_learning.policies import SAMPLER_NAMES
+from robot_learning.evaluation.config import FLAT, SamplingConfig
 
 
 @dataclass(frozen=True)
@@ -311,21 +312,16 @@ class EvalConfig:
     """Episodes, one per seed from --seed."""
     seed: int = 100_000
     """First seed; seeds the dataset was recorded with are refused."""
-    sampler: str | None = None
-    """diffusion: ddpm, ddim or edm; flow: euler; ar: greedy or sample (default: the policy's)."""
-    sampling_steps: int | None = None
-    """Denoising / integration steps (default: the sampler's: ddpm 100, ddim 10, edm 3, euler 10)."""
-    sampling_temperature: float | None = None
-    """diffusion / flow: scale of the starting noise, 0..1 (1: the trained distribution; 0: deterministic, the
-    zero latent). Default: the policy's (a residual policy's base keeps the one it was fine-tuned with)."""
+    sampling: Annotated[SamplingConfig, FLAT] = SamplingConfig()
+    """--sampler, --sampling-steps, --sampling-temperature."""
     videos: int = 4
     """Rollout videos to write (the first episodes)."""
     out: Path | None = None
     """Folder for videos and eval.json (default: eval-<time> beside the policy folder, i.e. in the run folder)."""
     json: bool = False
     """Print the result as one JSON line (nothing else on stdout)."""
-    device: str = "cpu"
-    """cpu or cuda[:N]."""
+    device: str = "auto"
+    """auto (CUDA when present, else cpu), cpu, cuda or cuda:N."""
     steer: Path | None = None
     """Value-guided steering (V-GPS): a critic folder from `robot-learning critic train`; the policy samples
     --samples chunks each time and runs the one the critic scores highest (the policy's weights are untouched)."""
@@ -348,5 +344,4 @@ class EvalConfig:
             raise ConfigError.expected("--beta", ">= 0", self.beta)
         if self.videos < 0:
             raise ConfigError.expected("--videos", ">= 0", self.videos)
-        if self.sampler is not None and self.sampler not in SAMPLER_NAMES:
-            raise ConfigError.expected("--sampler", f"one of {list(SAMPLER_NAMES)}", repr(self.sampler))
+        check_device(self.device)

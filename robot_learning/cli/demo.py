@@ -43,6 +43,7 @@ def run_demo(cfg: DemoConfig) -> int:
     from robot_learning.cli.demo_safety import run_safety
     from robot_learning.cli.demo_sim import run_sim_expert
     from robot_learning.core.clock import default_clock
+    from robot_learning.evaluation.config import HeldOutEvalConfig
     from robot_learning.hardware.emulated_arm import EmulatedArm
     from robot_learning.runtime.control import ControlRuntime, RuntimeConfig
     from robot_learning.runtime.sources import FunctionSource
@@ -76,7 +77,7 @@ def run_demo(cfg: DemoConfig) -> int:
           f"{torch.get_num_threads()} CPU threads", flush=True)
     tcfg = TrainConfig(dataset=out / "demos.zarr", out=out / "train", obs="state", minutes=minutes,
                        steps=cfg.train_steps if cfg.train_steps is not None else (20 if cfg.quick else None),
-                       eval_episodes=eval_episodes, eval_seed=100_000 + cfg.seed, videos=3, seed=cfg.seed,
+                       evaluation=HeldOutEvalConfig(eval_episodes, 100_000 + cfg.seed), videos=3, seed=cfg.seed,
                        progress=not cfg.json)
     run = train(tcfg)
     if run.get("interrupted"):

@@ -13,17 +13,17 @@ def _url_host(host: str) -> str:
 
 def run_serve(cfg: ServeConfig) -> int:
     """Load the policy, serve it until Ctrl-C; returns 0."""
+    from robot_learning.core.device import resolve_device
     from robot_learning.deploy.server import PolicyServer
-    from robot_learning.cli.learn_cmds import apply_sampler_flags
     from robot_learning.policies.checkpoint import load_policy, resolve_policy_dir
 
     policy_dir = resolve_policy_dir(cfg.checkpoint)
-    policy = load_policy(policy_dir, device=cfg.device)
-    apply_sampler_flags(policy, cfg.sampler, cfg.sampling_steps)
+    policy = load_policy(policy_dir, device=resolve_device(cfg.device))
+    cfg.sampling.apply(policy)
     server = PolicyServer(policy, host=cfg.host, port=cfg.port, token=cfg.token)
     port = server.start()
     where = f"{_url_host(server.host)}:{port}"
-    print(f"serving {getattr(policy, 'kind', type(policy).__name__)} policy {policy_dir} on ws://{where} "
+    print(f"serving {policy.kind} policy {policy_dir} on ws://{where} "
           f"(health: http://{where}/health)", file=sys.stderr, flush=True)
     server.serve_forever()
     return 0

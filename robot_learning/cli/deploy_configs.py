@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
+from robot_learning.core.device import check_device
 from robot_learning.errors import ConfigError
-from robot_learning.policies import SAMPLER_NAMES
+from robot_learning.evaluation.config import FLAT, SamplingConfig
 
 TOKEN_ENV = "ROBOT_LEARNING_TOKEN"
 
@@ -28,12 +30,10 @@ class ServeConfig:
     token: str | None = field(default=None, repr=False)
     """Bearer token every client must send (Authorization: Bearer TOKEN). Default: $ROBOT_LEARNING_TOKEN when set;
     prefer the variable, a command-line token is visible in the process list."""
-    device: str = "cpu"
-    """cpu or cuda[:N]."""
-    sampler: str | None = None
-    """diffusion: ddpm, ddim or edm; flow: euler; ar: greedy or sample (default: the policy's)."""
-    sampling_steps: int | None = None
-    """Denoising / integration steps (default: the sampler's: ddpm 100, ddim 10, edm 3, euler 10)."""
+    device: str = "auto"
+    """auto (CUDA when present, else cpu), cpu, cuda or cuda:N."""
+    sampling: Annotated[SamplingConfig, FLAT] = SamplingConfig()
+    """--sampler, --sampling-steps, --sampling-temperature."""
 
     def __post_init__(self) -> None:
         if self.token is None and os.environ.get(TOKEN_ENV):
@@ -42,12 +42,7 @@ class ServeConfig:
             raise ConfigError.expected("--port", "0..65535", self.port)
         if not self.host.strip():
             raise ConfigError.expected("--host", "an address such as 127.0.0.1 or 0.0.0.0", repr(self.host))
-        if self.sampler is not None and self.sampler not in SAMPLER_NAMES:
-            raise ConfigError.expected("--sampler", f"one of {list(SAMPLER_NAMES)}", repr(self.sampler))
-        if self.sampling_steps is not None and self.sampling_steps < 1:
-            raise ConfigError.expected("--sampling-steps", ">= 1", self.sampling_steps)
-        if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
-            raise ConfigError.expected("--device", "cpu or cuda[:N]", repr(self.device))
+        check_device(self.device)
         from robot_learning.deploy.server import check_bind
 
         check_bind(self.host, self.token)
@@ -111,10 +106,11 @@ class DeployConfig:
     """Instruction given to the policy (language feature) and stored with a recording."""
     cameras: tuple[str, ...] = ()
     """Real arm: cameras the policy reads (opencv:..., realsense:..., see teleoperate --help)."""
-    device: str = "cpu"
-    """Local policy: cpu or cuda[:N]."""
+    device: str = "auto"
+    """Local policy: auto (CUDA when present, else cpu), cpu, cuda or cuda:N."""
 
     def __post_init__(self) -> None:
+        check_device(self.device)
         if self.mode is not None and self.mode not in DEPLOY_MODES:
             raise ConfigError.expected("--mode", f"one of {', '.join(DEPLOY_MODES)}", repr(self.mode))
         if self.episodes < 1:

@@ -22,23 +22,22 @@ from robot_learning.errors import ConfigError
 
 
 def run_deploy(cfg) -> int:
-    from robot_learning.cli.rig import parse_robot
+    from robot_learning.core.device import resolve_device
+    from robot_learning.rig import parse_robot
     from robot_learning.deploy.remote import open_policy
 
     where, name, model = parse_robot(cfg.robot)
-    policy = open_policy(cfg.policy, token=cfg.token, device=cfg.device)
+    policy = open_policy(cfg.policy, token=cfg.token, device=resolve_device(cfg.device))
     try:
         if where == "sim":
             return _deploy_sim(cfg, policy, name, model)
         return _deploy_real(cfg, policy)
     finally:
-        close = getattr(policy, "close", None)
-        if close is not None:
-            close()
+        policy.close()
 
 
 def _latency(policy) -> dict:
-    timing = getattr(policy, "last_timing", None)
+    timing = dict(policy.last_timing)
     return {"server_timing_ms": timing} if timing else {}
 
 
@@ -65,7 +64,7 @@ def _deploy_sim(cfg, policy, task: str, model: str) -> int:
 
 def _deploy_real(cfg, policy) -> int:
     from robot_learning.cli.hardware_cmds import StatusLine, TrackingSink, _open_recorder
-    from robot_learning.cli.rig import open_rig
+    from robot_learning.rig import open_rig
     from robot_learning.evaluation.rollout import check_env_features
     from robot_learning.policies.executor import ChunkExecutor
 

@@ -194,7 +194,7 @@ class StatusLine:
 
 
 def run_teleoperate(cfg: TeleoperateConfig) -> int:
-    from robot_learning.cli.rig import open_rig
+    from robot_learning.rig import open_rig
     from robot_learning.hardware.teleop import EpisodeEvent
     from robot_learning.runtime.sources import TeleopSource
 
@@ -254,8 +254,7 @@ def run_teleoperate(cfg: TeleoperateConfig) -> int:
 
 
 def _open_recorder(path: Path, rig):
-    from robot_learning.cli.record_cmds import open_store
-    from robot_learning.datasets.recorder import Recorder, schema_for
+    from robot_learning.datasets.recorder import Recorder, open_store, schema_for
 
     schema = schema_for(rig.robot.state_features, tuple(rig.sensors), rig.robot.action_features, rig.rate_hz,
                         rig.info)

@@ -1,4 +1,4 @@
-"""``robot-learning train`` and ``robot-learning eval``."""
+"""``robot-learning train``, ``tokenizer train`` and ``eval``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import datetime
 
 from robot_learning.cli.commands import EvalConfig
 from robot_learning.errors import ConfigError
-from robot_learning.training.config import TrainConfig
+from robot_learning.training.config import TokenizerTrainConfig, TrainConfig
 
 
 def run_train(cfg: TrainConfig) -> int:
@@ -25,9 +25,19 @@ def run_train(cfg: TrainConfig) -> int:
     return 0
 
 
+def run_tokenizer_train(cfg: TokenizerTrainConfig) -> int:
+    from robot_learning.training.tokenizer import train_tokenizer
+
+    s = train_tokenizer(cfg)
+    print(f"CARP tokenizer: {s['steps']} steps in {s['train_time_s']:.0f} s on {s['chunks']} chunks; reconstruction "
+          f"MAE {s['recon_mae_normalised']:.4f} (normalised), {s['recon_mae_action_units']:.5f} (action units); "
+          f"codes used per scale {s['codes_used_per_scale']}; tokenizer {s['tokenizer']}")
+    return 130 if s["interrupted"] else 0
+
+
 def parse_env(spec: str | None, meta: dict) -> tuple[str, str]:
     """(task, robot model) from ``--env``, or the sim task and model the policy was trained on."""
-    from robot_learning.cli.record_cmds import parse_sim_robot
+    from robot_learning.rig import parse_sim_robot
 
     robot = meta.get("robot", {}) if isinstance(meta.get("robot"), dict) else {}
     if spec is None:
@@ -37,35 +47,17 @@ def parse_env(spec: str | None, meta: dict) -> tuple[str, str]:
     return parse_sim_robot(spec, flag="--env", default_model=robot.get("name", "panda"))
 
 
-def apply_sampler_flags(policy, kind: str | None, steps: int | None, temperature: float | None = None) -> None:
-    """--sampler / --sampling-steps / --sampling-temperature on a loaded policy (steps and temperature alone keep
-    the policy's sampler kind; a new kind starts from its default steps)."""
-    if kind is None and steps is None and temperature is None:
-        return
-    sampler = getattr(policy, "sampler", None)
-    if sampler is None:
-        raise ConfigError(f"--sampler/--sampling-steps/--sampling-temperature: a {getattr(policy, 'kind', 'this')} "
-                          "policy has no sampler")
-    if steps is None and kind in (None, sampler.kind):
-        steps = sampler.steps
-    if temperature is None:
-        policy.set_sampler(kind or sampler.kind, steps)
-    elif hasattr(sampler, "temperature"):
-        policy.set_sampler(kind or sampler.kind, steps, temperature)
-    else:
-        raise ConfigError(f"--sampling-temperature: the {sampler!r} of this policy has no temperature")
-
-
 def run_eval(cfg: EvalConfig) -> int:
+    from robot_learning.core.device import resolve_device
     from robot_learning.evaluation.metrics import summarize
     from robot_learning.evaluation.rollout import evaluate, held_out_seeds, seen_seeds
     from robot_learning.policies.checkpoint import load_policy, resolve_policy_dir
 
     policy_dir = resolve_policy_dir(cfg.checkpoint)
-    policy = load_policy(policy_dir, device=cfg.device)
+    policy = load_policy(policy_dir, device=resolve_device(cfg.device))
     task, robot = parse_env(cfg.env, policy.meta)
     seeds = held_out_seeds(cfg.seed, cfg.episodes, seen_seeds(policy.meta), "--seed")
-    apply_sampler_flags(policy, cfg.sampler, cfg.sampling_steps, cfg.sampling_temperature)
+    cfg.sampling.apply(policy)
     if cfg.steer is not None:
         from robot_learning.policies.steered import SteeredPolicy
         from robot_learning.rl.critic import ChunkCritic

@@ -2,19 +2,22 @@
 
 Each subcommand is a frozen dataclass config (parsed by tyro) plus a ``run(config) -> int``
 function imported only when that subcommand runs, so ``--help`` stays fast. Errors are caught
-here and printed as one line: usage errors and invalid configs exit 2, runtime errors 1,
-Ctrl-C 130.
+here and printed as one line. Exit codes: 0 success; 2 a usage error or an invalid configuration
+(``ConfigError``); 1 a failure while running (any other ``RobotLearningError``: a diverged simulation or
+training, a failed worker process, a failed dataset write, a device fault, a safety violation); 130 Ctrl-C.
+What the library logs reaches the terminal as plain lines (``robot_learning.cli.log_setup``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import io
 import re
 import sys
 from dataclasses import dataclass
-from typing import Annotated, Callable, Sequence, Union
+from typing import Annotated, Callable, Literal, Sequence, Union
 
 import tyro
 
@@ -78,11 +81,34 @@ class FinetuneConfig:
     cmd: tyro.conf.OmitSubcommandPrefixes[FinetuneCommand]
 
 
-Command = Union[
-    Annotated[DemoConfig, tyro.conf.subcommand("demo")],
-    Annotated[TeleoperateConfig, tyro.conf.subcommand("teleoperate")],
-    Annotated[RecordConfig, tyro.conf.subcommand("record")],
-    Annotated[TrainConfig, tyro.conf.subcommand("train")],
+def train_config_type() -> type:
+    """``TrainConfig`` with ``--policy`` and ``--sampler`` choices and help read from the family registry now (a
+    family added by an entry point shows up; nothing is read at import)."""
+    from robot_learning.policies.registry import families, help_text
+
+    fams = [f for f in families().values() if f.trainable]
+    samplers = tuple(dict.fromkeys(s for f in fams for s in f.samplers))
+    return dataclasses.make_dataclass(
+        "TrainConfig",
+        [("policy", Annotated[Literal[tuple(f.name for f in fams)], tyro.conf.arg(help=help_text())],
+          dataclasses.field(default="diffusion")),
+         ("sampler", Annotated[Literal[samplers] | None, tyro.conf.arg(
+             help="Sampler saved as the policy's default (eval can override): " + "; ".join(
+                 f"{f.name} {' | '.join(f.samplers)}" for f in fams if f.samplers)
+             + " (the first is the default)")], dataclasses.field(default=None))],
+        bases=(TrainConfig,), frozen=True, namespace={"__doc__": TrainConfig.__doc__})
+
+
+def command_type():
+    return Union[
+        Annotated[DemoConfig, tyro.conf.subcommand("demo")],
+        Annotated[TeleoperateConfig, tyro.conf.subcommand("teleoperate")],
+        Annotated[RecordConfig, tyro.conf.subcommand("record")],
+        Annotated[train_config_type(), tyro.conf.subcommand("train")],
+        *_COMMANDS_AFTER_TRAIN]
+
+
+_COMMANDS_AFTER_TRAIN = [
     Annotated[EvalConfig, tyro.conf.subcommand("eval")],
     Annotated[tyro.conf.OmitSubcommandPrefixes[FinetuneConfig], tyro.conf.subcommand("finetune")],
     Annotated[TokenizerTrainConfig, tyro.conf.subcommand("tokenizer")],
@@ -113,7 +139,7 @@ RUNNERS: dict[type, str] = {
     FinetuneRLPDConfig: "robot_learning.cli.rl_cmds:run_finetune_rlpd",
     ActorConfig: "robot_learning.cli.rl_cmds:run_actor",
     CriticTrainConfig: "robot_learning.cli.rl_cmds:run_critic_train",
-    TokenizerTrainConfig: "robot_learning.training.tokenizer:run_tokenizer_train",
+    TokenizerTrainConfig: "robot_learning.cli.learn_cmds:run_tokenizer_train",
     ServeConfig: "robot_learning.cli.deploy_cmds:run_serve",
     DeployConfig: "robot_learning.cli.deploy_run:run_deploy",
     SimListConfig: "robot_learning.cli.sim_cmds:run_sim_list",
@@ -133,7 +159,8 @@ def _runner(cmd: object) -> tuple[Callable[[object], int], object]:
     """The function that runs ``cmd`` and its config (command groups unwrap to their subcommand)."""
     if isinstance(cmd, (SimConfig, DatasetConfig, FinetuneConfig)):
         cmd = cmd.cmd
-    module, func = RUNNERS[type(cmd)].split(":")
+    runner = next(RUNNERS[c] for c in type(cmd).__mro__ if c in RUNNERS)   # train's type is a TrainConfig subclass
+    module, func = runner.split(":")
     return getattr(importlib.import_module(module), func), cmd
 
 
@@ -171,7 +198,7 @@ def parse(argv: Sequence[str]) -> object:
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
-            return tyro.cli(Command, args=list(argv), prog=PROG,
+            return tyro.cli(command_type(), args=list(argv), prog=PROG,
                             description="Teleoperate, record, train and deploy robot manipulation policies.")
     except SystemExit as e:
         if e.code in (0, None):
@@ -181,6 +208,9 @@ def parse(argv: Sequence[str]) -> object:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from robot_learning.cli.log_setup import configure_logging
+
+    configure_logging()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         cmd = parse(argv)

@@ -6,48 +6,13 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
 
 from robot_learning.hardware.teleop import EpisodeEvent
 from robot_learning.runtime.sources import TeleopSource
 from robot_learning.cli.commands import RecordConfig
-from robot_learning.errors import ConfigError
+from robot_learning.errors import ConfigError, StorageError
 
 SIM_CAMERAS = ("front", "wrist")   # what the sim records when --cameras is not given
-
-
-def parse_sim_robot(spec: str, flag: str = "--robot", default_model: str = "panda") -> tuple[str, str]:
-    """(task, model) of ``sim:TASK`` or ``sim:TASK:MODEL``."""
-    parts = spec.split(":")
-    if parts[0] != "sim" or len(parts) not in (2, 3) or not parts[1]:
-        raise ConfigError.expected(flag, "sim:TASK or sim:TASK:MODEL", repr(spec))
-    return parts[1], parts[2] if len(parts) == 3 else default_model
-
-
-def _layout(schema) -> dict:
-    """What must match to append: streams, features, rates, codec, and which robot (not its calibration or the
-    cameras' metadata of the day: a recalibrated arm or a camera whose timestamp source changed still appends)."""
-    d = schema.to_json()
-    d["robot"] = {k: v for k, v in d["robot"].items() if k not in ("calibration", "cameras")}
-    return d
-
-
-def open_store(path: Path, schema):
-    """The dataset to record into: created, or opened for appending (after recovering a killed recording) when its
-    schema is this recording's."""
-    from robot_learning.datasets.store import EpisodeStore
-
-    if not path.exists():
-        return EpisodeStore.create(path, schema)
-    store = EpisodeStore.open(path, mode="a")
-    if _layout(store.schema) != _layout(schema):
-        raise ConfigError(f"{path}: its schema (streams, features, rates, robot) differs from this recording's; "
-                          "record into a new dataset")
-    rep = store.recovery
-    if rep is not None and not rep.clean:
-        print(f"recovered {path}: discarded an unfinished episode ({rep.discarded_ticks} ticks, "
-              f"rows {dict(rep.discarded_rows)}, {rep.partial_files_removed} partial files)", file=sys.stderr)
-    return store
 
 
 def open_view(cfg: RecordConfig, progress: dict):
@@ -76,8 +41,8 @@ def run_record(cfg: RecordConfig) -> int:
         from robot_learning.cli.record_real import run_record_real
 
         return run_record_real(cfg)
-    from robot_learning.cli.rig import parse_robot
-    from robot_learning.datasets.recorder import Recorder, schema_for
+    from robot_learning.rig import parse_robot
+    from robot_learning.datasets.recorder import Recorder, open_store, schema_for
     from robot_learning.runtime.sources import FunctionSource
     from robot_learning.sim.env import SimEnv, SimEnvConfig
     from robot_learning.sim.experts import make_expert
@@ -157,7 +122,7 @@ def run_record(cfg: RecordConfig) -> int:
         print("\ninterrupted: the unfinished episode is discarded; earlier episodes are intact", file=sys.stderr)
     except OSError as e:
         print(file=sys.stderr)  # end the status line
-        raise ConfigError(f"writing {cfg.dataset} failed ({e.strerror or e}); episodes committed before are intact") \
+        raise StorageError(f"writing {cfg.dataset} failed ({e.strerror or e}); episodes committed before are intact") \
             from None
     finally:
         try:
@@ -174,7 +139,7 @@ def run_record(cfg: RecordConfig) -> int:
 def _human_teleop(cfg: RecordConfig, env, rate: float):
     """A human teleop device and the Cartesian stage that maps its deltas, boxed to the task's workspace (a leader
     arm commands the twin's joints directly: no stage)."""
-    from robot_learning.cli.rig import cartesian_stage, make_ee_teleop
+    from robot_learning.rig import cartesian_stage, make_ee_teleop
 
     if cfg.teleop.endswith("-leader"):
         from robot_learning.hardware.arms import get_arm

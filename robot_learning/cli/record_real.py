@@ -14,8 +14,8 @@ import sys
 import time
 
 from robot_learning.cli.commands import RecordConfig
-from robot_learning.cli.record_cmds import open_store, open_view, report
-from robot_learning.errors import ConfigError, DeviceError
+from robot_learning.cli.record_cmds import open_view, report
+from robot_learning.errors import ConfigError, DeviceError, StorageError
 from robot_learning.hardware.teleop import EpisodeEvent
 from robot_learning.runtime.sources import TeleopSource
 
@@ -35,8 +35,8 @@ def reset_pause(seconds: float, next_episode: int, episodes: int, stream=None) -
 
 
 def run_record_real(cfg: RecordConfig) -> int:
-    from robot_learning.cli.rig import open_rig
-    from robot_learning.datasets.recorder import Recorder, schema_for
+    from robot_learning.rig import open_rig
+    from robot_learning.datasets.recorder import Recorder, open_store, schema_for
 
     rig = open_rig(cfg.robot, cfg.teleop, robot_port=cfg.robot_port, robot_id=cfg.robot_id,
                    teleop_port=cfg.teleop_port, teleop_id=cfg.teleop_id, calibration_dir=cfg.calibration_dir,
@@ -123,6 +123,6 @@ def _episodes(cfg: RecordConfig, rig, recorder, sinks, progress: dict, t0: float
         print("\ninterrupted: the unfinished episode is discarded; earlier episodes are intact", file=sys.stderr)
     except OSError as e:
         print(file=sys.stderr)  # end the status line
-        raise ConfigError(f"writing {cfg.dataset} failed ({e.strerror or e}); episodes committed before are intact") \
+        raise StorageError(f"writing {cfg.dataset} failed ({e.strerror or e}); episodes committed before are intact") \
             from None
     return kept

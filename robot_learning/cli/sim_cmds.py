@@ -25,7 +25,7 @@ def wilson_ci95(successes: int, n: int) -> tuple[float, float]:
 
 
 def run_sim_list(cfg: SimListConfig) -> int:
-    from robot_learning.sim.robots import ROBOTS
+    from robot_learning.core.robot_models import ROBOTS
     from robot_learning.sim.tasks.registry import get_task_class, task_names
 
     rows = []

@@ -17,8 +17,8 @@ import mink
 import mujoco
 import numpy as np
 
+from robot_learning.core.robot_models import RobotModel
 from robot_learning.errors import ConfigError
-from robot_learning.sim.robots import RobotModel
 
 
 @dataclass(frozen=True)

@@ -71,8 +71,7 @@ class QueuedChunkSource:
     # --- control thread ------------------------------------------------------------------------
     def reset(self) -> None:
         self.close()
-        reset = self.policy.reset
-        reset(self.seed) if self.seed is not None else reset()
+        self.policy.reset(self.seed)
         with self._cv:
             self._queue.clear()
             self._predictions.clear()
@@ -179,16 +178,15 @@ class QueuedChunkSource:
 
     def _recover(self) -> bool:
         """Reconnect until it works or the source is closed; False when closed."""
-        reconnect = getattr(self.policy, "reconnect", None)
         while True:
             with self._cv:
                 if self._cv.wait_for(lambda: self._stop, timeout=self.reconnect_s):
                     return False
-            if reconnect is None:
+            if not self.policy.can_reconnect:
                 return True           # a local policy that failed: try again with the next observation
             try:
-                reconnect()
-                self.policy.reset(self.seed) if self.seed is not None else self.policy.reset()
+                self.policy.reconnect()
+                self.policy.reset(self.seed)
                 self.reconnects += 1
                 with self._cv:                  # a fresh history starts from the newest tick
                     while len(self._pending) > 1:

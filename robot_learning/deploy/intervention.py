@@ -21,8 +21,8 @@ from robot_learning.errors import SpecMismatchError
 
 
 class InterventionSource:
-    def __init__(self, policy_source, teleop, stage=None):
-        wanted = policy_source.action_features
+    def __init__(self, inner, teleop, stage=None):
+        wanted = inner.action_features
         if stage is None and teleop.action_features != wanted:
             raise SpecMismatchError.expected(
                 f"{teleop.name} actions for a takeover", list(wanted.names),
@@ -30,7 +30,7 @@ class InterventionSource:
         if stage is not None and set(wanted.names) != {"joint_pos_rad", "gripper_pos"}:
             raise SpecMismatchError.expected("policy actions for an end-effector takeover",
                                              ["joint_pos_rad", "gripper_pos"], list(wanted.names))
-        self.policy_source, self.teleop, self.stage = policy_source, teleop, stage
+        self.inner, self.teleop, self.stage = inner, teleop, stage
         self.action_features = wanted
         self._active = False
         self.takeovers = 0
@@ -42,18 +42,18 @@ class InterventionSource:
         return self._active
 
     def reset(self) -> None:
-        self.policy_source.reset()
+        self.inner.reset()
         self.teleop.poll_events()
         self._active = False
 
     def close(self) -> None:
-        close = getattr(self.policy_source, "close", None)
+        close = getattr(self.inner, "close", None)
         if close is not None:
             close()
 
     def next_action(self, observation: Observation) -> Stamped[Action] | None:
         human = self.teleop.get_action(observation)        # read every tick: the takeover flag comes with it
-        policy = self.policy_source.next_action(observation)
+        policy = self.inner.next_action(observation)
         active = bool(self.teleop.intervention)
         if active and not self._active:
             self.takeovers += 1

@@ -19,10 +19,10 @@ import numpy as np
 from robot_learning.core.features import FeatureSet
 from robot_learning.core.frame import Observation
 from robot_learning.errors import ConfigError, DeviceFaultError
-from robot_learning.policies.base import ActionChunk
+from robot_learning.policies.base import ActionChunk, Policy
 
 
-class RemotePolicy:
+class RemotePolicy(Policy):
     """A ``Policy`` served at ``url`` (``ws://HOST:PORT``)."""
 
     def __init__(self, url: str, token: str | None = None, timeout_s: float = 5.0):
@@ -34,13 +34,12 @@ class RemotePolicy:
         self.client = PolicyClient(url, token=token, timeout_s=timeout_s)
         self._call(self.client.connect)
         spec = self._call(self.client.spec)
-        self.kind = str(spec.get("policy", "remote"))
+        self.kind = str(spec.get("policy", "remote"))   # the served policy's kind
         self.observation_features = FeatureSet.from_json(spec["observation_features"])
         self.action_features = FeatureSet.from_json(spec["action_features"])
         self.meta = dict(spec.get("meta") or {})
         self.control_period_ns = spec.get("control_period_ns")
-        if spec.get("samples"):      # the served policy samples K chunks in one request (steering)
-            self.sample_chunks = self._sample_chunks
+        self._samples = bool(spec.get("samples"))   # the served policy samples K chunks in one request (steering)
         self.last_timing: dict = {}
         self.last_latency_s = 0.0
 
@@ -79,13 +78,26 @@ class RemotePolicy:
         return ActionChunk(np.asarray(reply.actions, dtype=np.float32), np.asarray(reply.t_ns, dtype=np.int64),
                            self.action_features)
 
-    def _sample_chunks(self, observation: Observation, k: int) -> tuple[np.ndarray, np.ndarray]:
+    @property
+    def can_sample_chunks(self) -> bool:
+        return self._samples
+
+    def sample_chunks(self, observation: Observation, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if not self._samples:
+            return super().sample_chunks(observation, k)
         values, t_cap = self._values(observation)
         t0 = time.perf_counter()
         reply = self._call(self.client.infer, values, int(observation.t_ns), t_cap, samples=int(k))
         self.last_latency_s = time.perf_counter() - t0
         self.last_timing = {**reply.server_timing, "round_trip_ms": reply.round_trip_ms}
         return np.asarray(reply.actions, dtype=np.float32), np.asarray(reply.t_ns, dtype=np.int64)
+
+    @property
+    def can_reconnect(self) -> bool:
+        return True
+
+    def save(self, path, meta=None):
+        raise ConfigError(f"the policy served at {self.url} cannot be saved from here; use its local checkpoint")
 
     def reconnect(self) -> None:
         self.client.close()

@@ -17,13 +17,11 @@ from __future__ import annotations
 import asyncio
 import hmac
 import http
-import inspect
 import ipaddress
 import json
-import sys
+import logging
 import threading
 import time
-from typing import Any
 
 import numpy as np
 from websockets.asyncio.server import ServerConnection, serve
@@ -34,6 +32,9 @@ from robot_learning.core.features import FeatureKind
 from robot_learning.core.frame import Observation
 from robot_learning.deploy.client import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, ProtocolError, decode, encode
 from robot_learning.errors import ConfigError
+from robot_learning.policies.base import Policy
+
+logger = logging.getLogger(__name__)
 
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 MAX_SAMPLES = 256          # chunks one infer may ask for (value-guided steering samples K of them)
@@ -62,7 +63,7 @@ def check_bind(host: str, token: str | None) -> None:
 
 
 def _log(line: str) -> None:
-    print(f"policy server: {line}", file=sys.stderr, flush=True)
+    logger.info("policy server: %s", line)
 
 
 def _int64(x: object, what: str) -> int:
@@ -72,25 +73,23 @@ def _int64(x: object, what: str) -> int:
 
 
 class PolicyServer:
-    """Serves ``policy`` (the ``Policy`` protocol) at ``ws://host:port``. ``token``: bearer token
+    """Serves ``policy`` (a ``Policy``) at ``ws://host:port``. ``token``: bearer token
     every client must send (required unless ``host`` is loopback). ``max_message_bytes``: the
     largest request accepted (bytes); larger ones close the connection."""
 
-    def __init__(self, policy: Any, host: str = "127.0.0.1", port: int = 8765, token: str | None = None,
+    def __init__(self, policy: Policy, host: str = "127.0.0.1", port: int = 8765, token: str | None = None,
                  max_message_bytes: int = MAX_MESSAGE_BYTES):
         check_bind(host, token)
         if not 0 <= int(port) <= 65535:
             raise ConfigError.expected("port", "0..65535", port)
         if not 1024 <= int(max_message_bytes) <= MAX_MESSAGE_BYTES:
             raise ConfigError.expected("max_message_bytes", f"1024..{MAX_MESSAGE_BYTES}", max_message_bytes)
+        if not isinstance(policy, Policy):
+            raise ConfigError.expected("policy to serve", "a robot_learning Policy", type(policy).__name__)
         self.policy, self.token = policy, token
         self.host = "127.0.0.1" if host.strip().lower() == "localhost" else host
         self.port, self.max_message_bytes = int(port), int(max_message_bytes)
-        self.kind = str(getattr(policy, "kind", type(policy).__name__))
-        try:
-            self._reset_takes_seed = "seed" in inspect.signature(policy.reset).parameters
-        except (TypeError, ValueError):
-            self._reset_takes_seed = False
+        self.kind = policy.kind
         self._lock = threading.Lock()             # one request at a time on the one policy
         self._started = time.monotonic()
         self.requests = 0                          # requests answered (errors included)
@@ -260,7 +259,7 @@ class PolicyServer:
                 if k is not None:
                     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_SAMPLES:
                         raise ProtocolError(f"infer samples: expected an int in 1..{MAX_SAMPLES}, found {k!r:.20}")
-                    if not hasattr(self.policy, "sample_chunks"):
+                    if not self.policy.can_sample_chunks:
                         raise ProtocolError(f"infer samples: this {self.kind} policy samples one chunk per infer")
                 with self._lock:
                     t0 = time.perf_counter()
@@ -291,21 +290,16 @@ class PolicyServer:
             return encode(err)
 
     def _reset(self, seed: int | None) -> None:
-        if seed is None:
-            self.policy.reset()
-        elif self._reset_takes_seed:
-            self.policy.reset(seed=seed)
-        else:
-            raise ProtocolError(f"reset seed: this {self.kind} policy takes no seed; send seed nil")
+        self.policy.reset(seed=seed)
 
     def _spec(self) -> dict:
-        period = getattr(self.policy, "control_period_ns", None)
+        period = self.policy.control_period_ns
         return {"type": "spec", "policy": self.kind, "protocol": PROTOCOL_VERSION,
                 "observation_features": self.policy.observation_features.to_json(),
                 "action_features": self.policy.action_features.to_json(),
-                "meta": dict(getattr(self.policy, "meta", {}) or {}),
+                "meta": dict(self.policy.meta),
                 "control_period_ns": None if period is None else int(period),
-                "samples": hasattr(self.policy, "sample_chunks")}
+                "samples": self.policy.can_sample_chunks}
 
     def _observation(self, msg: dict) -> Observation:
         features = self.policy.observation_features

@@ -220,8 +220,7 @@ def evaluate(policy, task: str, seeds, *, robot: str = "panda", video_dir: Path 
 def _rollout_recorder(env, path: Path):
     """A recorder of ``env``'s robot state, sensors and executed actions into ``path`` (created, or appended to when
     its schema matches)."""
-    from robot_learning.cli.record_cmds import open_store
-    from robot_learning.datasets.recorder import Recorder, schema_for
+    from robot_learning.datasets.recorder import Recorder, open_store, schema_for
 
     schema = schema_for(env.robot.state_features, env.sensors, env.robot.action_features,
                         env.task.config.control_rate_hz,

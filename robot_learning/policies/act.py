@@ -23,7 +23,6 @@ play open loop like the other families.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -131,11 +130,9 @@ class ACTPolicy(ChunkPolicy):
         self.head = nn.Sequential(nn.LayerNorm(e), nn.Linear(e, self.action_dim))
         for p in (self.cls, self.vae_pos, self.latent_pos, self.queries):
             nn.init.normal_(p, std=0.02)
-        self._ensemble: list[tuple[int, np.ndarray]] = []
-        self._t0_ns: int | None = None
 
     @property
-    def batchable(self) -> bool:
+    def can_batch(self) -> bool:
         """Open-loop chunks only (temporal ensembling infers every tick): vectorised RL batches the base then."""
         return not self.config.temporal_ensemble
 
@@ -191,27 +188,24 @@ class ACTPolicy(ChunkPolicy):
         z = torch.randn(shape, generator=generator, device=dev) if sample else torch.zeros(shape, device=dev)
         return self._decode(obs_n, z)
 
-    # --- temporal ensembling -----------------------------------------------------------------
-    def reset(self, seed: int | None = None) -> None:
-        super().reset(seed)
-        self._ensemble, self._t0_ns = [], None
+    # --- temporal ensembling (per episode: the session's state) ------------------------------
+    def reset_session(self, session) -> None:
+        session.state["ensemble"] = []     # (tick of the prediction, its (Tp - To + 1, Da) actions), oldest first
+        session.state["t0_ns"] = None
 
-    @torch.no_grad()
-    def infer(self, observation: Observation) -> ActionChunk:
+    def infer_session(self, session, observation: Observation) -> ActionChunk:
         if not self.config.temporal_ensemble:
-            return super().infer(observation)
-        t0 = time.perf_counter()
-        self.observe(observation)
-        c = self.config
-        future = self._sequences(self.window(), sample=False, n=c.Tp - c.To + 1)[0].astype(np.float64)  # from now on
-        if self._t0_ns is None:
-            self._t0_ns = int(observation.t_ns)
-        tick = int(round((int(observation.t_ns) - self._t0_ns) / self.control_period_ns))
-        self._ensemble = [(s, a) for s, a in self._ensemble if tick - s < len(a)]
-        self._ensemble.append((tick, future))
-        preds = np.stack([a[tick - s] for s, a in self._ensemble])  # oldest first
-        w = np.exp(-self.config.ensemble_m * np.arange(len(preds)))
+            return super().infer_session(session, observation)
+        c, st = self.config, session.state
+        future = self.sequences(self.window(session.history), session.generator, sample=False,
+                                n=c.Tp - c.To + 1)[0].astype(np.float64)   # from now on
+        if st["t0_ns"] is None:
+            st["t0_ns"] = int(observation.t_ns)
+        tick = int(round((int(observation.t_ns) - st["t0_ns"]) / self.control_period_ns))
+        st["ensemble"] = [(s, a) for s, a in st["ensemble"] if tick - s < len(a)]
+        st["ensemble"].append((tick, future))
+        preds = np.stack([a[tick - s] for s, a in st["ensemble"]])  # oldest first
+        w = np.exp(-c.ensemble_m * np.arange(len(preds)))
         act = (w[:, None] * preds).sum(0) / w.sum()
-        self.last_latency_s = time.perf_counter() - t0
         return ActionChunk(act[None].astype(np.float32), np.array([int(observation.t_ns)], np.int64),
                            self.action_features)

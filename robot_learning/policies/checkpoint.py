@@ -32,14 +32,6 @@ from robot_learning.errors import ConfigError, SpecMismatchError
 
 FORMAT = "robot-learning-policy"
 VERSION = 1
-POLICY_CLASSES = {"diffusion": "robot_learning.policies.diffusion:DiffusionPolicy",
-                  "act": "robot_learning.policies.act:ACTPolicy",
-                  "ar": "robot_learning.policies.autoregressive:AutoregressivePolicy",
-                  "carp": "robot_learning.policies.carp:CARPPolicy",
-                  "vla": "robot_learning.policies.vla:VLAPolicy",
-                  "residual": "robot_learning.policies.residual:ResidualPolicy",
-                  "steered": "robot_learning.policies.steered:SteeredPolicy"}
-WRAPPERS = {"steered"}   # kinds with no weights of their own: their parts are sub-folders
 
 
 def atomic_dir(final: Path) -> Path:
@@ -97,7 +89,9 @@ def read_policy_dir(path: str | Path) -> tuple[dict, dict[str, torch.Tensor], No
                                    doc.get("format") if isinstance(doc, dict) else type(doc).__name__)
     if doc.get("version") != VERSION:
         raise ConfigError.expected(f"checkpoint {p} version", VERSION, doc.get("version"))
-    if doc.get("policy") in WRAPPERS:
+    from robot_learning.policies.registry import family_for_kind
+
+    if family_for_kind(doc.get("policy")).wrapper:   # no weights of its own: its parts are sub-folders
         return doc, {}, None
     for name in ("model.safetensors", "normalizer.safetensors"):
         if not (p / name).is_file():
@@ -112,16 +106,12 @@ def read_policy_dir(path: str | Path) -> tuple[dict, dict[str, torch.Tensor], No
 
 
 def load_policy(path: str | Path, device: str = "cpu"):
-    """Load any saved policy (its class from ``config.json``) for inference."""
+    """Load any saved policy (its class from ``config.json``, through the family registry) for inference."""
+    from robot_learning.policies.registry import family_for_kind
+
     directory = resolve_policy_dir(path)
     doc, weights, normalizer = read_policy_dir(directory)
-    kind = doc.get("policy")
-    if kind not in POLICY_CLASSES:
-        raise ConfigError.expected("checkpoint policy kind", f"one of {sorted(POLICY_CLASSES)}", repr(kind))
-    import importlib
-
-    module, name = POLICY_CLASSES[kind].split(":")
-    cls = getattr(importlib.import_module(module), name)
+    cls = family_for_kind(doc.get("policy")).policy_class()
     return cls.from_checkpoint(doc, weights, normalizer, device=device, directory=directory)
 
 

@@ -10,6 +10,12 @@ starts at the oldest observation's tick, as the dataset windows do; ``infer`` ex
 steering scores several); ``False`` for its usual inference (a family that is deterministic at
 inference, like ACT with its prior mean, differs between the two).
 
+The policy is the stateless model (an ``nn.Module``: network and normaliser); an episode's observation history
+and RNG live in a ``ChunkSession`` (``policies.chunk_session``). The policy keeps one default session, so it plays
+one episode through the ``Policy`` interface as it is; ``new_session`` opens more on the same weights and
+``predict_chunks`` infers for several in one batched call. A family with per-episode state of its own keeps it in
+``session.state`` (``reset_session`` / ``infer_session``).
+
 Each family's config is a frozen dataclass with ``To``, ``Tp``, ``Ta``, ``state_norm``,
 ``tactile_norm``, ``action_norm`` and ``encoder`` fields, ``to_json`` and ``from_json``; the
 checkpoint stores it under the family's ``kind``.
@@ -17,9 +23,8 @@ checkpoint stores it under the family's ``kind``.
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, fields, is_dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -29,7 +34,8 @@ from robot_learning.core.features import FeatureKind, FeatureSet
 from robot_learning.core.frame import Observation
 from robot_learning.datasets.stats import OBS_PREFIX, Normalizer
 from robot_learning.errors import ConfigError, SpecMismatchError
-from robot_learning.policies.base import ActionChunk, ObservationHistory
+from robot_learning.policies.base import ActionChunk, ObservationHistory, Policy
+from robot_learning.policies.chunk_session import ChunkSession
 from robot_learning.policies.nets.encoders import EncoderConfig, InputSpec, ObservationEncoder
 
 NORM_MODES = ("minmax", "meanstd", "quantile")
@@ -113,7 +119,7 @@ def normalizer_modes(config, features: FeatureSet) -> dict[str, str]:
     return modes
 
 
-class ChunkPolicy(nn.Module):
+class ChunkPolicy(nn.Module, Policy):
     """Base of the learned chunk policies (see the module docstring)."""
 
     kind = "chunk"
@@ -151,9 +157,7 @@ class ChunkPolicy(nn.Module):
             dim if self.language and self.embeds_text else None)
         self._text_inputs = {OBS_PREFIX + n for n in self.language} if self.embeds_text else set()
         self.encoder = self._build_encoder()
-        self.history = ObservationHistory(observation_features, config.To)
-        self.generator = torch.Generator().manual_seed(0)
-        self.last_latency_s = 0.0
+        self.session = ChunkSession(self)   # the episode the Policy interface plays (reset / observe / infer)
 
     # --- for the families --------------------------------------------------------------------
     def _build_encoder(self) -> nn.Module | None:
@@ -203,13 +207,6 @@ class ChunkPolicy(nn.Module):
         """(B, Tp, Da) normalised action sequences for a batch of observation windows."""
         raise NotImplementedError
 
-    def set_sampler(self, kind: str, steps: int | None = None) -> None:
-        raise ConfigError(f"a {self.kind} policy has no sampler to choose (--sampler / --sampling-steps)")
-
-    @property
-    def sampler(self):
-        return None
-
     # --- shared ------------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
@@ -247,19 +244,11 @@ class ChunkPolicy(nn.Module):
         """(B, Tp, Da) unnormalised action sequences for a batch of observation windows."""
         return self.normalizer.unnormalize("action", self._sample(batch, generator, sample).float())
 
-    def reset(self, seed: int | None = None) -> None:
-        self.history.reset()
-        if seed is not None:
-            self.generator.manual_seed(int(seed))
-
-    def observe(self, observation: Observation) -> None:
-        self.history.push(observation)
-
     def window(self, history: ObservationHistory | None = None) -> dict[str, torch.Tensor]:
-        """The observation history (this policy's, or ``history``) as a batch of one (images HWC -> CHW)."""
+        """An observation history (the default session's, or ``history``) as a batch of one (images HWC -> CHW)."""
         dev = self.device
         out = {}
-        stacked = (history or self.history).stacked()
+        stacked = (history or self.session.history).stacked()
         for s in self.observation_features:
             if s.kind is FeatureKind.LANGUAGE:   # the newest instruction, as the policy reads text
                 for suffix, t in self.text_features([str(stacked[s.name][-1])]).items():
@@ -273,12 +262,14 @@ class ChunkPolicy(nn.Module):
             out[OBS_PREFIX + s.name] = x.unsqueeze(0).to(dev)
         return out
 
-    def _sequences(self, batch: Mapping[str, torch.Tensor], sample: bool, n: int | None = None) -> np.ndarray:
-        """(B, n, Da) actions from this tick on (``n`` default Ta), checked finite."""
+    def sequences(self, batch: Mapping[str, torch.Tensor], generator: torch.Generator | None, sample: bool,
+                  n: int | None = None) -> np.ndarray:
+        """(B, n, Da) actions from the newest observation's tick on (``n`` default Ta), checked finite.
+        ``generator`` (a CPU generator) is used on a CPU model only."""
         was_training = self.training
         self.eval()
         try:
-            gen = self.generator if self.device.type == "cpu" else None
+            gen = generator if self.device.type == "cpu" else None
             seq = self.predict_actions(batch, generator=gen, sample=sample).cpu().numpy()
         finally:
             self.train(was_training)
@@ -288,25 +279,80 @@ class ChunkPolicy(nn.Module):
             raise SpecMismatchError(f"{self.kind} policy produced a non-finite action; the checkpoint is broken")
         return acts
 
-    @torch.no_grad()
-    def infer(self, observation: Observation) -> ActionChunk:
-        t0 = time.perf_counter()
-        self.observe(observation)
-        acts = self._sequences(self.window(), sample=False)[0]
-        t_ns = int(observation.t_ns) + self.control_period_ns * np.arange(len(acts), dtype=np.int64)
-        self.last_latency_s = time.perf_counter() - t0
-        return ActionChunk(acts, t_ns, self.action_features)
+    def ticks(self, observation: Observation, n: int) -> np.ndarray:
+        """The control ticks of ``n`` actions from the observation's tick on."""
+        return int(observation.t_ns) + self.control_period_ns * np.arange(n, dtype=np.int64)
+
+    @property
+    def actions_per_chunk(self) -> int:
+        return int(self.config.Ta)
+
+    # --- episodes (sessions) ------------------------------------------------------------------
+    def reset_session(self, session: ChunkSession) -> None:
+        """A family's per-episode state at the start of an episode (``session.state``)."""
+
+    def infer_session(self, session: ChunkSession, observation: Observation) -> ActionChunk:
+        """The chunk for ``session`` whose history has just received ``observation``: Ta actions open loop."""
+        acts = self.sequences(self.window(session.history), session.generator, sample=False)[0]
+        return ActionChunk(acts, self.ticks(observation, len(acts)), self.action_features)
+
+    @property
+    def can_open_sessions(self) -> bool:
+        return True
+
+    @property
+    def can_batch(self) -> bool:
+        """Whether ``predict_chunks`` serves this family (open-loop chunks)."""
+        return True
+
+    def new_session(self, seed: int | None = None) -> ChunkSession:
+        return ChunkSession(self, seed)
 
     @torch.no_grad()
+    def predict_chunks(self, sessions: Sequence[ChunkSession], generator: torch.Generator | None = None
+                       ) -> np.ndarray:
+        """(N, Ta, Da): one chunk for each session's current history in one batched call (no observation is
+        added). ``generator`` draws for the whole batch (default: the first session's)."""
+        if not self.can_batch:
+            raise NotImplementedError(f"a {self.kind} policy with these settings infers one episode at a time")
+        if not sessions:
+            return np.zeros((0, self.config.Ta, self.action_dim), np.float32)
+        batch: dict[str, list[torch.Tensor]] = {}
+        for sess in sessions:
+            for k, v in self.window(sess.history).items():
+                batch.setdefault(k, []).append(v)
+        gen = generator if generator is not None else sessions[0].generator
+        return self.sequences({k: torch.cat(v) for k, v in batch.items()}, gen, sample=False)
+
+    # --- the Policy interface on the default session ------------------------------------------
+    @property
+    def history(self) -> ObservationHistory:
+        return self.session.history
+
+    @property
+    def generator(self) -> torch.Generator:
+        return self.session.generator
+
+    @property
+    def last_latency_s(self) -> float:
+        return self.session.last_latency_s
+
+    def reset(self, seed: int | None = None) -> None:
+        self.session.reset(seed)
+
+    def observe(self, observation: Observation) -> None:
+        self.session.observe(observation)
+
+    def infer(self, observation: Observation) -> ActionChunk:
+        return self.session.infer(observation)
+
+    @property
+    def can_sample_chunks(self) -> bool:
+        return True
+
     def sample_chunks(self, observation: Observation, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """``k`` independent chunks for one observation in one batched call (value-guided steering):
-        actions (k, Ta, Da) and their ticks (Ta,). The observation joins the history once, as with ``infer``."""
-        t0 = time.perf_counter()
-        self.observe(observation)
-        batch = {name: v.expand(int(k), *v.shape[1:]) for name, v in self.window().items()}
-        acts = self._sequences(batch, sample=True)
-        self.last_latency_s = time.perf_counter() - t0
-        return acts, int(observation.t_ns) + self.control_period_ns * np.arange(self.config.Ta, dtype=np.int64)
+        """``k`` independent chunks for one observation in one batched call (``ChunkSession.sample_chunks``)."""
+        return self.session.sample_chunks(observation, k)
 
     # --- checkpoints -------------------------------------------------------------------------
     def checkpoint_config(self) -> dict:

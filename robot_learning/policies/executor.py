@@ -29,8 +29,7 @@ class ChunkExecutor:
         self._i = 0
 
     def reset(self) -> None:
-        reset = self.policy.reset
-        reset(self.seed) if self.seed is not None else reset()
+        self.policy.reset(self.seed)
         self._chunk, self._i = None, 0
 
     def next_action(self, observation: Observation) -> Stamped[Action] | None:

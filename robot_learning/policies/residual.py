@@ -34,7 +34,7 @@ from robot_learning.core.features import FeatureKind, FeatureSet
 from robot_learning.core.frame import Observation
 from robot_learning.datasets.stats import OBS_PREFIX
 from robot_learning.errors import ConfigError, SpecMismatchError
-from robot_learning.policies.base import ActionChunk
+from robot_learning.policies.base import ActionChunk, Policy
 
 
 HEADS = ("gaussian", "tanh")
@@ -116,15 +116,17 @@ def state_features(features: FeatureSet) -> FeatureSet:
     return FeatureSet([s for s in features if s.kind is FeatureKind.STATE])
 
 
-class ResidualPolicy(nn.Module):
+class ResidualPolicy(nn.Module, Policy):
     kind = "residual"
 
-    def __init__(self, base, config: ResidualConfig = ResidualConfig(), meta: Mapping[str, Any] | None = None):
+    def __init__(self, base: Policy, config: ResidualConfig = ResidualConfig(), meta: Mapping[str, Any] | None = None):
+        from robot_learning.policies.chunk_policy import ChunkPolicy
+
         super().__init__()
-        normalizer = getattr(base, "normalizer", None)
-        if normalizer is None or "action" not in normalizer.modes:
-            raise ConfigError("a residual needs a base policy with its normaliser (a saved policy folder); "
-                              f"{type(base).__name__} has none")
+        if not isinstance(base, ChunkPolicy):
+            raise ConfigError("a residual needs a learned base policy with its normaliser (a saved policy folder); "
+                              f"a {base.kind} policy has none")
+        normalizer = base.normalizer
         self.config = config
         self.base = base
         self.observation_features, self.action_features = base.observation_features, base.action_features
@@ -144,7 +146,7 @@ class ResidualPolicy(nn.Module):
 
             self.q = QEnsemble(self.state_dim + self.action_dim, self.action_dim, tuple(config.critic_hidden),
                                config.ensemble)
-        self.meta = dict(meta if meta is not None else getattr(base, "meta", {}))
+        self.meta = dict(meta if meta is not None else base.meta)
         self.last_latency_s = 0.0
         self.explore: torch.Generator | None = None
         self.last_step: ResidualStep | None = None
@@ -155,15 +157,13 @@ class ResidualPolicy(nn.Module):
     @property
     def sampler(self):
         """The base's sampler (``eval --sampler`` sets it)."""
-        return getattr(self.base, "sampler", None)
+        return self.base.sampler
 
     def set_sampler(self, kind: str, steps: int | None = None, temperature: float | None = None) -> None:
-        if not hasattr(self.base, "set_sampler"):
-            raise ConfigError(f"the base policy ({type(self.base).__name__}) has no sampler to set")
         self.base.set_sampler(kind, steps, *(() if temperature is None else (temperature,)))
 
     def base_parameters(self):
-        return self.base.parameters() if isinstance(self.base, nn.Module) else iter(())
+        return self.base.parameters()
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.actor.parameters())
@@ -231,8 +231,7 @@ class ResidualPolicy(nn.Module):
 
     # --- Policy interface -----------------------------------------------------------------------
     def reset(self, seed: int | None = None) -> None:
-        reset = self.base.reset
-        reset(seed) if seed is not None else reset()
+        self.base.reset(seed)
         self._chunk = None
         self.last_step = None
 
@@ -292,9 +291,6 @@ class ResidualPolicy(nn.Module):
 
         from robot_learning.policies.checkpoint import FORMAT, VERSION, atomic_dir, commit_dir
 
-        if not hasattr(self.base, "save"):
-            raise ConfigError(f"the base policy ({type(self.base).__name__}) cannot be saved with its residual; "
-                              "fine-tune a local base checkpoint")
         path = Path(path)
         tmp = atomic_dir(path)
         self.base.save(tmp / "base")

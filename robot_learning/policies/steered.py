@@ -21,27 +21,28 @@ import numpy as np
 from robot_learning.core.features import FeatureSet
 from robot_learning.core.frame import Observation
 from robot_learning.errors import ConfigError, SpecMismatchError
-from robot_learning.policies.base import ActionChunk
+from robot_learning.policies.base import ActionChunk, Policy
 
 
-class SteeredPolicy:
+class SteeredPolicy(Policy):
     kind = "steered"
 
-    def __init__(self, base, critic, samples: int = 16, beta: float = 0.0, meta: Mapping[str, Any] | None = None):
+    def __init__(self, base: Policy, critic, samples: int = 16, beta: float = 0.0, meta: Mapping[str, Any] | None = None):
         if samples < 1:
             raise ConfigError.expected("--samples", ">= 1", samples)
         if beta < 0:
             raise ConfigError.expected("--beta", ">= 0", beta)
-        if not hasattr(base, "sample_chunks"):
-            raise ConfigError(f"steering needs a base that samples several chunks at once; {type(base).__name__} "
+        if not base.can_sample_chunks:
+            raise ConfigError(f"steering needs a base that samples several chunks at once; a {base.kind} policy "
                               "does not")
-        if samples > 1 and getattr(getattr(base, "sampler", None), "temperature", 1.0) == 0.0:
+        temperature = getattr(base.sampler, "temperature", 1.0) if base.sampler is not None else 1.0
+        if samples > 1 and temperature == 0.0:
             raise ConfigError("steering chooses among --samples chunks, but the base samples at temperature 0 (all "
                               "would be the same chunk); evaluate it with --sampling-temperature 1")
         if critic.action_features != base.action_features:
             raise SpecMismatchError.expected("critic action features", list(base.action_features.names),
                                              list(critic.action_features.names))
-        ta = getattr(getattr(base, "config", None), "Ta", None)
+        ta = base.actions_per_chunk
         if ta is not None and int(ta) != critic.config.horizon:
             raise SpecMismatchError.expected("critic horizon (actions per chunk)", f"the base's Ta = {ta}",
                                              critic.config.horizon)
@@ -50,8 +51,8 @@ class SteeredPolicy:
         extra = [s for s in critic.state_features if s.name not in base.observation_features]
         self.observation_features = FeatureSet([*base.observation_features, *extra])
         self.action_features = base.action_features
-        self.control_period_ns = getattr(base, "control_period_ns", None)
-        self.meta = dict(meta if meta is not None else getattr(base, "meta", {}) or {})
+        self.control_period_ns = base.control_period_ns
+        self.meta = dict(meta if meta is not None else base.meta)
         self.rng = np.random.default_rng(0)
         self.last_scores: np.ndarray | None = None     # the last candidates and their scores (reports, tests)
         self.last_chunks: np.ndarray | None = None
@@ -60,11 +61,13 @@ class SteeredPolicy:
 
     @property
     def sampler(self):
-        return getattr(self.base, "sampler", None)
+        return self.base.sampler
+
+    @property
+    def actions_per_chunk(self) -> int | None:
+        return self.base.actions_per_chunk
 
     def set_sampler(self, kind: str, steps: int | None = None, temperature: float | None = None) -> None:
-        if not hasattr(self.base, "set_sampler"):
-            raise ConfigError(f"the base policy ({type(self.base).__name__}) has no sampler to set")
         self.base.set_sampler(kind, steps, *(() if temperature is None else (temperature,)))
 
     def num_parameters(self) -> int:
@@ -72,8 +75,7 @@ class SteeredPolicy:
 
     # --- Policy interface -------------------------------------------------------------------------
     def reset(self, seed: int | None = None) -> None:
-        reset = self.base.reset
-        reset(seed) if seed is not None else reset()
+        self.base.reset(seed)
         self.rng = np.random.default_rng(seed)
 
     def observe(self, observation: Observation) -> None:
@@ -105,9 +107,6 @@ class SteeredPolicy:
     def save(self, path, meta: Mapping[str, Any] | None = None) -> Path:
         from robot_learning.policies.checkpoint import FORMAT, VERSION, atomic_dir, commit_dir
 
-        if not hasattr(self.base, "save"):
-            raise ConfigError(f"the base policy ({type(self.base).__name__}) cannot be saved with its critic; "
-                              "steer a local checkpoint to save one")
         path = Path(path)
         tmp = atomic_dir(path)
         self.base.save(tmp / "base")

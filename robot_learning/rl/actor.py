@@ -11,13 +11,16 @@ demonstrations too (HIL-SERL).
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
 import torch
 
-from robot_learning.errors import ConfigError
+from robot_learning.errors import ConfigError, WorkerFailedError
 from robot_learning.runtime.control import TickRecord
+
+log = logging.getLogger(__name__)
 
 
 class TransitionSink:
@@ -107,7 +110,8 @@ def actor_weights(policy) -> dict[str, np.ndarray]:
 
 def run_actor(cfg) -> dict:
     """Play episodes for the learner at ``cfg.learner`` until it says stop (or ``cfg.episodes`` are done)."""
-    from robot_learning.cli.rig import parse_robot
+    from robot_learning.core.device import resolve_device
+    from robot_learning.rig import parse_robot
     from robot_learning.evaluation.rollout import env_config_for, rollout
     from robot_learning.policies.checkpoint import load_policy
     from robot_learning.policies.residual import ResidualConfig, ResidualPolicy, state_features
@@ -119,7 +123,7 @@ def run_actor(cfg) -> dict:
     if kind != "sim":
         raise ConfigError.expected("--env", "sim:TASK[:MODEL] (the actor drives the twin)", repr(cfg.env))
     torch.set_num_threads(max(1, int(cfg.threads)))
-    base = load_policy(cfg.checkpoint, device=cfg.device)
+    base = load_policy(cfg.checkpoint, device=resolve_device(cfg.device))
     x_dim = sum(s.size for s in state_features(base.observation_features)) + sum(s.size for s in base.action_features)
     link = ActorLink(cfg.learner, cfg.token)
     env = None
@@ -129,7 +133,7 @@ def run_actor(cfg) -> dict:
         if welcome.get("base_temperature") is not None:     # the learner's base samples so: play the same base
             set_base_temperature(base, float(welcome["base_temperature"]))
             if cfg.progress:
-                print(f"actor: the base samples at temperature {float(welcome['base_temperature'])}", flush=True)
+                log.info("actor: the base samples at temperature %s", float(welcome["base_temperature"]))
         policy = ResidualPolicy(base, ResidualConfig.from_json(welcome["residual"]))
         load_actor_weights(policy, welcome["weights"])
         version = int(welcome["weights_version"])
@@ -152,14 +156,14 @@ def run_actor(cfg) -> dict:
             played += 1
             wins += int(result.success)
             if not len(x):
-                raise ConfigError(f"episode seed {seed}: no tick reached the policy (every tick held)")
+                raise WorkerFailedError(f"actor: episode seed {seed}: no tick reached the policy (every tick held)")
             reply = link.send_episode(seed, x, r, iv, result.success, version)
             if "weights" in reply:
                 load_actor_weights(policy, reply["weights"])
                 version = int(reply["weights_version"])
             if cfg.progress:
-                print(f"actor: episode {played} seed {seed} {'success' if result.success else 'fail'} "
-                      f"({len(x)} ticks, {int(iv.sum())} driven by the expert), weights v{version}", flush=True)
+                log.info("actor: episode %d seed %d %s (%d ticks, %d driven by the expert), weights v%d", played, seed,
+                         "success" if result.success else "fail", len(x), int(iv.sum()), version)
             if reply.get("stop"):
                 break
             seed = int(reply["next_seed"])

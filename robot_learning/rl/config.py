@@ -4,11 +4,42 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import tyro
 
+from robot_learning.core.device import check_device
 from robot_learning.errors import ConfigError
+from robot_learning.evaluation.config import FLAT, HeldOutEvalConfig
+
+
+@dataclass(frozen=True)
+class RLRunConfig:
+    """A fine-tuning run's folder, budget, evaluation cadence, seed and device (``finetune residual`` and ``finetune
+    rlpd``; each adds its own budget in iterations or episodes)."""
+
+    out: Path
+    """Run folder: policy/ (the residual policy, with its base inside: eval, serve and deploy take it),
+    checkpoint/ (resume; RLPD's holds the replay buffer), rl_log.csv, eval_log.csv, curves.png, summary.json (RLPD:
+    actor*.log too)."""
+    minutes: float | None = None
+    """Time budget of training in minutes (evaluations are extra); with the other budget, whichever ends first."""
+    eval_every_min: float = 10.0
+    """Evaluate every N minutes of training (besides the start and the end)."""
+    seed: int = 0
+    """Seeds the residual's initialisation, the exploration noise and the base's sampler."""
+    resume: bool = False
+    """Continue the run in --out from its checkpoint."""
+    progress: bool = True
+    """Progress bar."""
+    device: str = "auto"
+    """Device of the base policy: auto (CUDA when present, else cpu), cpu, cuda or cuda:N (the residual and the
+    critics stay on the CPU)."""
+
+    def __post_init__(self) -> None:
+        if self.minutes is not None and not self.minutes > 0:
+            raise ConfigError.expected("--minutes", "> 0", self.minutes)
+        check_device(self.device)
 
 
 @dataclass(frozen=True)
@@ -21,9 +52,8 @@ class FinetuneResidualConfig:
 
     checkpoint: Path
     """Base policy: a training run folder (its policy/) or a policy folder."""
-    out: Path
-    """Run folder: policy/ (the residual policy, with its base inside: eval, serve and deploy take it),
-    checkpoint/ (resume), rl_log.csv, eval_log.csv, curves.png, summary.json."""
+    run: Annotated[RLRunConfig, FLAT]
+    """--out, --minutes, --eval-every-min, --seed, --resume, --progress, --device."""
     env: str = "sim:insertion"
     """sim:TASK[:MODEL]: the twin task to fine-tune on (the base policy's task)."""
     num_envs: int = 16
@@ -33,8 +63,6 @@ class FinetuneResidualConfig:
     One per core: on 2 cores, 2 workers trained on 1.5x the env steps per second of one process (bench/ppo_workers.py)."""
     rollout_steps: int | None = None
     """Control steps per env per PPO iteration (default: the task's episode length)."""
-    minutes: float | None = None
-    """Time budget in minutes (rollouts + updates; evaluations are extra)."""
     iterations: int | None = None
     """PPO iterations (default 100 when --minutes is not given either). With --minutes, whichever ends first."""
     scale: float = 0.1
@@ -63,22 +91,10 @@ class FinetuneResidualConfig:
     minibatches: int = 4
     lr_actor: float = 3e-4
     lr_critic: float = 5e-3
-    eval_episodes: int = 50
-    """Held-out episodes per evaluation (0: none)."""
-    eval_seed: int = 100_000
-    """First evaluation seed (refused if the base was trained on it)."""
-    eval_every_min: float = 10.0
-    """Evaluate every N minutes of training (besides the start and the end)."""
+    evaluation: Annotated[HeldOutEvalConfig, FLAT] = HeldOutEvalConfig()
+    """--eval-episodes, --eval-seed."""
     train_seed: int = 300_000
     """First env seed of the RL episodes (each reset takes the next one; stored so eval refuses them)."""
-    seed: int = 0
-    """Seeds the residual's initialisation, the noise and the base's sampler."""
-    resume: bool = False
-    """Continue the run in --out from its checkpoint."""
-    progress: bool = True
-    """Progress bar."""
-    device: str = "cpu"
-    """Device of the base policy's sampling (the residual and the critic stay on the CPU)."""
     threads: int | None = None
     """Torch threads (default: half the cores; every core makes two torch processes on one machine spin against
     each other, measured 20x slower)."""
@@ -92,15 +108,11 @@ class FinetuneResidualConfig:
             raise ConfigError.expected("--workers", f"1..--num-envs ({self.num_envs})", self.workers)
         if self.rollout_steps is not None and self.rollout_steps < 1:
             raise ConfigError.expected("--rollout-steps", ">= 1", self.rollout_steps)
-        if self.minutes is not None and not self.minutes > 0:
-            raise ConfigError.expected("--minutes", "> 0", self.minutes)
         if self.iterations is not None and self.iterations < 1:
             raise ConfigError.expected("--iterations", ">= 1", self.iterations)
-        if self.eval_episodes < 0:
-            raise ConfigError.expected("--eval-episodes", ">= 0", self.eval_episodes)
         if not 0.0 <= self.base_temperature <= 1.0:
             raise ConfigError.expected("--base-temperature", "0..1", self.base_temperature)
-        _check_eval_and_train_seeds(self.eval_seed, self.eval_episodes, self.train_seed)
+        _check_eval_and_train_seeds(self.evaluation, self.train_seed)
 
 
 def set_torch_threads(threads: int | None) -> int:
@@ -114,9 +126,9 @@ def set_torch_threads(threads: int | None) -> int:
     return n
 
 
-def _check_eval_and_train_seeds(eval_seed: int, eval_episodes: int, train_seed: int) -> None:
-    lo, hi = eval_seed, eval_seed + eval_episodes
-    if eval_episodes and train_seed < hi and lo < train_seed + 10_000_000:
+def _check_eval_and_train_seeds(evaluation: HeldOutEvalConfig, train_seed: int) -> None:
+    lo, hi = evaluation.eval_seed, evaluation.eval_seed + evaluation.eval_episodes
+    if evaluation.eval_episodes and train_seed < hi and lo < train_seed + 10_000_000:
         raise ConfigError(f"--train-seed {train_seed}: the RL episodes would reuse evaluation seeds "
                           f"{lo}..{hi - 1}; pick a --train-seed above {hi - 1} (or 10M below --eval-seed)")
 
@@ -132,16 +144,13 @@ class FinetuneRLPDConfig:
 
     checkpoint: Path
     """Base policy: a training run folder (its policy/) or a policy folder."""
-    out: Path
-    """Run folder: policy/ (the residual policy with its base inside), checkpoint/ (resume, with the replay
-    buffer), rl_log.csv (one row per episode), eval_log.csv, curves.png, actor*.log, summary.json."""
+    run: Annotated[RLRunConfig, FLAT]
+    """--out, --minutes, --eval-every-min, --seed, --resume, --progress, --device."""
     env: str = "sim:lift"
     """sim:TASK[:MODEL]: the twin task (the base policy's task)."""
     demos: tuple[Path, ...] = ()
     """Datasets of demonstrations for half of every batch (their executed actions become residuals of the base;
     episodes without a success label count as successful)."""
-    minutes: float | None = None
-    """Time budget of training in minutes (evaluations are extra)."""
     episodes: int | None = None
     """Budget in actor episodes (default 200 when --minutes is not given either); whichever ends first."""
     actors: int = 1
@@ -198,19 +207,12 @@ class FinetuneRLPDConfig:
     """Share of episodes the expert takes over."""
     actor_delay: int = 1000
     """Critic updates before the actor's first (the residual stays zero until the critic has learnt something)."""
-    eval_episodes: int = 50
-    """Held-out episodes per evaluation (0: none)."""
-    eval_seed: int = 100_000
-    eval_every_min: float = 10.0
+    evaluation: Annotated[HeldOutEvalConfig, FLAT] = HeldOutEvalConfig()
+    """--eval-episodes, --eval-seed."""
     eval_start: bool = True
     """Evaluate the base alone before training (skip it when you have that figure already)."""
     train_seed: int = 400_000
     """First env seed of the actor's episodes (stored so eval refuses them)."""
-    seed: int = 0
-    resume: bool = False
-    progress: bool = True
-    device: str = "cpu"
-    """Device of the base policy in the learner's evaluations."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.base_temperature <= 1.0:
@@ -219,16 +221,13 @@ class FinetuneRLPDConfig:
             raise ConfigError.expected("--env", "sim:TASK[:MODEL] (the twin)", repr(self.env))
         if self.actors < 0:
             raise ConfigError.expected("--actors", ">= 0", self.actors)
-        if self.minutes is not None and not self.minutes > 0:
-            raise ConfigError.expected("--minutes", "> 0", self.minutes)
         if self.episodes is not None and self.episodes < 1:
             raise ConfigError.expected("--episodes", ">= 1", self.episodes)
         if not 0 <= self.port < 65536:
             raise ConfigError.expected("--port", "0 .. 65535", self.port)
-        if self.eval_episodes < 0 or self.warmup_steps < 0:
-            raise ConfigError.expected("--eval-episodes / --warmup-steps", ">= 0",
-                                       (self.eval_episodes, self.warmup_steps))
-        _check_eval_and_train_seeds(self.eval_seed, self.eval_episodes, self.train_seed)
+        if self.warmup_steps < 0:
+            raise ConfigError.expected("--warmup-steps", ">= 0", self.warmup_steps)
+        _check_eval_and_train_seeds(self.evaluation, self.train_seed)
 
 
 @dataclass(frozen=True)
@@ -255,7 +254,11 @@ class ActorConfig:
     threads: int = 1
     """Torch threads (the learner usually shares the machine)."""
     progress: bool = True
-    device: str = "cpu"
+    device: str = "auto"
+    """Device of the base policy: auto (CUDA when present, else cpu), cpu, cuda or cuda:N."""
+
+    def __post_init__(self) -> None:
+        check_device(self.device)
 
 
 @dataclass(frozen=True)

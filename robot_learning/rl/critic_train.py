@@ -16,7 +16,7 @@ LOG_FIELDS = ("step", "loss", "td_loss", "v_loss", "cql_gap", "q_data", "val_auc
 
 
 def train_critic(cfg: CriticTrainConfig) -> dict:
-    from robot_learning.errors import ConfigError
+    from robot_learning.errors import InsufficientDataError
     from robot_learning.rl.critic import ChunkCritic, CriticConfig, auc, soft_update
     from robot_learning.rl.critic_data import load_transitions
     from robot_learning.training.logs import CsvLog
@@ -33,12 +33,12 @@ def train_critic(cfg: CriticTrainConfig) -> dict:
     is_val = np.isin(data.episode, list(val_eps))
     train, val = data.subset(~is_val), data.subset(is_val)
     if not len(train):
-        raise ConfigError("critic train: no training transitions left after the validation split")
+        raise InsufficientDataError("critic train: no training transitions left after the validation split")
     succ = int(np.unique(train.episode[train.success]).size)
     fail = int(np.unique(train.episode[~train.success]).size)
     if not succ or not fail:
-        raise ConfigError(f"critic train: the training episodes need successes and failures (have {succ} "
-                          f"successful, {fail} failed); add policy rollouts with `eval --record`")
+        raise InsufficientDataError(f"critic train: the training episodes need successes and failures (have "
+                                    f"{succ} successful, {fail} failed); add policy rollouts with `eval --record`")
     flat_a = train.chunk.reshape(-1, train.chunk.shape[-1])
     critic = ChunkCritic(ccfg, data.state_features, data.action_features, train.state.mean(0), train.state.std(0),
                          flat_a.min(0), flat_a.max(0),

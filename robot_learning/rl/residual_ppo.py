@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from robot_learning.core.frame import Action
-from robot_learning.errors import ConfigError
+from robot_learning.errors import ConfigError, SimulationDivergedError
 from robot_learning.rl.config import FinetuneResidualConfig, set_torch_threads
 from robot_learning.rl.ppo import Batch, PPOConfig, ReturnNormalizer, ValueNet, gae, gaussian_logp, ppo_update
 
@@ -102,7 +102,7 @@ class Rollouts:
             for i, env in enumerate(self.envs):
                 try:
                     o, phi, success, trunc, _ = env.step(Action.from_vector(p.action_features, act[i]))
-                except ConfigError:   # the physics diverged: a failed episode, no bootstrap
+                except SimulationDivergedError:   # the physics diverged: a failed episode, no bootstrap
                     o, phi, success, trunc, diverged = self.obs[i], 0.0, False, False, True
                 else:
                     diverged = False
@@ -147,7 +147,7 @@ def build_residual_policy(cfg: FinetuneResidualConfig, task: str):
     from robot_learning.policies.residual import ResidualConfig, ResidualPolicy
     from robot_learning.rl.run_common import load_base_for, set_base_temperature
 
-    base = load_base_for(cfg.checkpoint, task, cfg.device)
+    base = load_base_for(cfg.checkpoint, task, cfg.run.device)
     set_base_temperature(base, cfg.base_temperature)
     return ResidualPolicy(base, ResidualConfig(tuple(cfg.hidden), cfg.scale, cfg.log_std), dict(base.meta))
 
@@ -191,39 +191,40 @@ def _load(out: Path, policy, critic, opt_a, opt_c) -> dict:
 
 
 def finetune_residual(cfg: FinetuneResidualConfig) -> dict:
-    from robot_learning.cli.rig import parse_robot
-    from robot_learning.evaluation.rollout import held_out_seeds, seen_seeds
+    from robot_learning.rig import parse_robot
+    from robot_learning.evaluation.rollout import seen_seeds
     from robot_learning.rl.rollout_workers import ParallelRollouts
     from robot_learning.rl.run_common import HeldOutEval, run_folder
     from robot_learning.training.logs import CsvLog
 
     _, task, robot = parse_robot(cfg.env)
     set_torch_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.run.seed)
     policy = build_residual_policy(cfg, task)
     base = policy.base
-    eval_seeds = held_out_seeds(cfg.eval_seed, cfg.eval_episodes, seen_seeds(base.meta), "--eval-seed")
+    eval_seeds = cfg.evaluation.seeds(seen_seeds(base.meta))
     ppo = _ppo_config(cfg)
     critic = ValueNet(policy.state_dim, ppo.critic_hidden)
     opt_a = torch.optim.Adam(policy.actor.parameters(), lr=ppo.lr_actor, eps=1e-5)
     opt_c = torch.optim.Adam(critic.parameters(), lr=ppo.lr_critic, eps=1e-5)
-    out = run_folder(cfg.out, cfg.resume)
+    out = run_folder(cfg.run.out, cfg.run.resume)
     info = {"iteration": 0, "env_steps": 0, "train_time_s": 0.0, "next_seed": cfg.train_seed, "reward_norm": None,
             "evals": []}
-    if cfg.resume:
+    if cfg.run.resume:
         info = _load(out, policy, critic, opt_a, opt_c)
-    gen = torch.Generator().manual_seed(cfg.seed + 7919 * int(info["iteration"]))
+    gen = torch.Generator().manual_seed(cfg.run.seed + 7919 * int(info["iteration"]))
     reward_norm = ReturnNormalizer(cfg.num_envs, ppo.gamma) if ppo.norm_reward else None
     if reward_norm is not None and info.get("reward_norm"):
         reward_norm.load(info["reward_norm"])
     rl_log = CsvLog(out / "rl_log.csv", RL_FIELDS, truncate_after_step=None)
     ev_log = CsvLog(out / "eval_log.csv", EVAL_FIELDS)
     if cfg.workers > 1:
-        envs = ParallelRollouts(cfg, int(info["next_seed"]), cfg.seed + int(info["iteration"]))
+        envs = ParallelRollouts(cfg, int(info["next_seed"]), cfg.run.seed + int(info["iteration"]))
     else:
-        envs = Rollouts(policy, task, robot, cfg.num_envs, int(info["next_seed"]), cfg.seed + int(info["iteration"]))
+        envs = Rollouts(policy, task, robot, cfg.num_envs, int(info["next_seed"]),
+                        cfg.run.seed + int(info["iteration"]))
     steps = cfg.rollout_steps or envs.max_steps
-    budget_iters = cfg.iterations if cfg.iterations is not None else (None if cfg.minutes is not None else 100)
+    budget_iters = cfg.iterations if cfg.iterations is not None else (None if cfg.run.minutes is not None else 100)
 
     def meta() -> dict:
         ranges = list(base.meta.get("train_seed_ranges", [])) + [[cfg.train_seed, envs.next_seed]]
@@ -231,8 +232,8 @@ def finetune_residual(cfg: FinetuneResidualConfig) -> dict:
                                                           "iterations": info["iteration"], "env_steps": info["env_steps"],
                                                           "reward": cfg.reward, "base_temperature": cfg.base_temperature}}
 
-    evaluate_now = HeldOutEval(policy, task, robot, eval_seeds if cfg.eval_episodes else [], ev_log, info,
-                               ("iteration", "env_steps"), cfg.progress)
+    evaluate_now = HeldOutEval(policy, task, robot, eval_seeds if cfg.evaluation.eval_episodes else [], ev_log,
+                               info, ("iteration", "env_steps"), cfg.run.progress)
 
     def checkpoint() -> None:
         info["next_seed"] = envs.next_seed
@@ -246,13 +247,13 @@ def finetune_residual(cfg: FinetuneResidualConfig) -> dict:
     try:
         if not info["evals"]:
             evaluate_now()           # the residual is zero: the base alone
-        if cfg.progress:
+        if cfg.run.progress:
             from tqdm import tqdm
             bar = tqdm(total=budget_iters, initial=int(info["iteration"]), desc="residual PPO", unit="it")
         while True:
             if budget_iters is not None and info["iteration"] >= budget_iters:
                 break
-            if cfg.minutes is not None and info["train_time_s"] >= cfg.minutes * 60:
+            if cfg.run.minutes is not None and info["train_time_s"] >= cfg.run.minutes * 60:
                 break
             t0 = time.perf_counter()
             policy.actor.train()
@@ -285,7 +286,7 @@ def finetune_residual(cfg: FinetuneResidualConfig) -> dict:
             if time.perf_counter() - last_ck >= CHECKPOINT_EVERY_S:
                 checkpoint()
                 last_ck = time.perf_counter()
-            if info["train_time_s"] - last_eval >= cfg.eval_every_min * 60:
+            if info["train_time_s"] - last_eval >= cfg.run.eval_every_min * 60:
                 evaluate_now()
                 last_eval = info["train_time_s"]
     except KeyboardInterrupt:
@@ -308,7 +309,8 @@ def finetune_residual(cfg: FinetuneResidualConfig) -> dict:
                "env_steps": info["env_steps"], "train_time_s": round(info["train_time_s"], 1),
                "base_success_rate": first["success_rate"] if first else None,
                "success_rate": final["success_rate"] if final else None,
-               "eval_episodes": cfg.eval_episodes, "eval_seeds": [eval_seeds[0], eval_seeds[-1]] if eval_seeds else [],
+               "eval_episodes": cfg.evaluation.eval_episodes,
+               "eval_seeds": [eval_seeds[0], eval_seeds[-1]] if eval_seeds else [],
                "curves": str(curves), "interrupted": interrupted}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -16,6 +16,7 @@ in the policy's metadata so ``eval`` refuses it. Evaluations (the residual's det
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robot_learning.errors import ConfigError
+from robot_learning.errors import ConfigError, WorkerFailedError
 from robot_learning.rl.config import FinetuneRLPDConfig
 from robot_learning.rl.sac import SAC, Replay, SACConfig
 
@@ -36,6 +37,7 @@ EVAL_FIELDS = ("episode", "env_steps", "train_time_s", "success_rate", "episodes
                "mean_episode_length")
 CHECKPOINT_EVERY_S = 120.0
 REPLAY_CAPACITY = 1_000_000
+log = logging.getLogger(__name__)
 
 
 def _sac_config(cfg: FinetuneRLPDConfig) -> SACConfig:
@@ -98,8 +100,8 @@ def _spawn_actor(cfg: FinetuneRLPDConfig, url: str, k: int, log_path: Path) -> s
     import os
 
     cmd = [sys.executable, "-m", "robot_learning", "finetune", "actor", "--learner", url,
-           "--checkpoint", str(cfg.checkpoint), "--env", cfg.env, "--seed", str(cfg.seed * 1000 + k),
-           "--threads", "1", "--device", cfg.device]
+           "--checkpoint", str(cfg.checkpoint), "--env", cfg.env, "--seed", str(cfg.run.seed * 1000 + k),
+           "--threads", "1", "--device", cfg.run.device]
     if cfg.token:
         cmd += ["--token", cfg.token]
     if cfg.takeover_after_ticks is not None:
@@ -114,8 +116,8 @@ def _spawn_actor(cfg: FinetuneRLPDConfig, url: str, k: int, log_path: Path) -> s
 
 
 def finetune_rlpd(cfg: FinetuneRLPDConfig) -> dict:
-    from robot_learning.cli.rig import parse_robot
-    from robot_learning.evaluation.rollout import held_out_seeds, seen_seeds
+    from robot_learning.rig import parse_robot
+    from robot_learning.evaluation.rollout import seen_seeds
     from robot_learning.policies.residual import ResidualConfig, ResidualPolicy
     from robot_learning.rl.actor import actor_weights
     from robot_learning.rl.demo_data import demo_transitions, episode_transitions
@@ -126,32 +128,32 @@ def finetune_rlpd(cfg: FinetuneRLPDConfig) -> dict:
 
     _, task, robot = parse_robot(cfg.env)
     torch.set_num_threads(1)          # the actor takes the other core
-    torch.manual_seed(cfg.seed)
-    base = load_base_for(cfg.checkpoint, task, cfg.device)
+    torch.manual_seed(cfg.run.seed)
+    base = load_base_for(cfg.checkpoint, task, cfg.run.device)
     set_base_temperature(base, cfg.base_temperature)
-    eval_seeds = held_out_seeds(cfg.eval_seed, cfg.eval_episodes, seen_seeds(base.meta), "--eval-seed")
-    out = run_folder(cfg.out, cfg.resume)
+    eval_seeds = cfg.evaluation.seeds(seen_seeds(base.meta))
+    out = run_folder(cfg.run.out, cfg.run.resume)
     policy = ResidualPolicy(base, ResidualConfig(tuple(cfg.hidden), cfg.scale, cfg.log_std, head="tanh",
                                                  select=cfg.select, ensemble=cfg.ensemble,
                                                  critic_hidden=tuple(cfg.hidden)), dict(base.meta))
-    sac = SAC(policy, _sac_config(cfg), seed=cfg.seed)
+    sac = SAC(policy, _sac_config(cfg), seed=cfg.run.seed)
     x_dim = policy.state_dim + policy.action_dim
     online = Replay(x_dim, policy.action_dim, REPLAY_CAPACITY)
     demos = Replay(x_dim, policy.action_dim, REPLAY_CAPACITY)
     demo_info = {"episodes": 0, "transitions": 0, "clipped_fraction": 0.0}
     if cfg.demos:
-        data, demo_info = demo_transitions(policy, cfg.demos, progress=cfg.progress)
+        data, demo_info = demo_transitions(policy, cfg.demos, progress=cfg.run.progress)
         demos.add(**data)
     info = {"episode": 0, "env_steps": 0, "train_time_s": 0.0, "next_seed": cfg.train_seed, "evals": [],
             "recent": [], "weights_version": 0}
-    if cfg.resume:
+    if cfg.run.resume:
         info = _load(out, sac, online)
         iv = online.arrays()["intervened"] > 0      # intervention ticks rejoin the demonstrations
         if np.any(iv):
             demos.add(**{k: v[iv] for k, v in online.arrays().items()})
     rl_log = CsvLog(out / "rl_log.csv", RL_FIELDS, truncate_after_step=None)
     ev_log = CsvLog(out / "eval_log.csv", EVAL_FIELDS)
-    budget_eps = cfg.episodes if cfg.episodes is not None else (None if cfg.minutes is not None else 200)
+    budget_eps = cfg.episodes if cfg.episodes is not None else (None if cfg.run.minutes is not None else 200)
     weights = {"version": int(info["weights_version"]), "arrays": actor_weights(policy)}
 
     def welcome() -> dict:
@@ -173,8 +175,8 @@ def finetune_rlpd(cfg: FinetuneRLPDConfig) -> dict:
                                                           "demos": [str(p) for p in cfg.demos],
                                                           "base_temperature": cfg.base_temperature}}
 
-    evaluate_now = HeldOutEval(policy, task, robot, eval_seeds if cfg.eval_episodes else [], ev_log, info,
-                               ("episode", "env_steps"), cfg.progress)
+    evaluate_now = HeldOutEval(policy, task, robot, eval_seeds if cfg.evaluation.eval_episodes else [], ev_log,
+                               info, ("episode", "env_steps"), cfg.run.progress)
 
     def checkpoint() -> None:
         info["weights_version"] = weights["version"]
@@ -196,11 +198,11 @@ def finetune_rlpd(cfg: FinetuneRLPDConfig) -> dict:
     try:
         if not info["evals"] and cfg.eval_start:
             evaluate_now()          # the residual is zero: the base alone
-        if cfg.progress:
-            print(f"learner listening on {link.url}", flush=True)
+        if cfg.run.progress:
+            log.info("learner listening on %s", link.url)
         for k in range(cfg.actors):
             procs.append(_spawn_actor(cfg, link.url, k, out / f"actor{k}.log"))
-        if cfg.progress:
+        if cfg.run.progress:
             from tqdm import tqdm
             bar = tqdm(total=budget_eps, initial=int(info["episode"]), desc="RLPD", unit="ep")
         steps_done = sac.actor_updates
@@ -210,7 +212,7 @@ def finetune_rlpd(cfg: FinetuneRLPDConfig) -> dict:
             info["train_time_s"] += now - t_last
             t_last = now
             if not stop and ((budget_eps is not None and info["episode"] >= budget_eps)
-                             or (cfg.minutes is not None and info["train_time_s"] >= cfg.minutes * 60)):
+                             or (cfg.run.minutes is not None and info["train_time_s"] >= cfg.run.minutes * 60)):
                 stop = True
             try:
                 ep = link.episodes.get(timeout=0.01 if steps_done < owed() else 0.2)
@@ -254,11 +256,12 @@ def finetune_rlpd(cfg: FinetuneRLPDConfig) -> dict:
                 break
             dead = [p for p in procs if p.poll() not in (None, 0)]
             if dead and not stop:
-                raise ConfigError(f"an actor process exited with code {dead[0].returncode}; see {out}/actor*.log")
+                raise WorkerFailedError(f"an actor process exited with code {dead[0].returncode}; "
+                                        f"see {out}/actor*.log")
             if time.perf_counter() - last_ck >= CHECKPOINT_EVERY_S:
                 checkpoint()
                 last_ck = time.perf_counter()
-            if info["train_time_s"] - last_eval >= cfg.eval_every_min * 60 and not stop:
+            if info["train_time_s"] - last_eval >= cfg.run.eval_every_min * 60 and not stop:
                 t_pause = time.perf_counter()
                 evaluate_now()
                 t_last += time.perf_counter() - t_pause        # evaluations do not count as training time
@@ -292,7 +295,8 @@ def finetune_rlpd(cfg: FinetuneRLPDConfig) -> dict:
                "env_steps": info["env_steps"], "critic_updates": sac.critic_updates,
                "train_time_s": round(info["train_time_s"], 1), "demos": demo_info,
                "base_success_rate": first["success_rate"] if first else None,
-               "success_rate": final["success_rate"] if final else None, "eval_episodes": cfg.eval_episodes,
+               "success_rate": final["success_rate"] if final else None,
+               "eval_episodes": cfg.evaluation.eval_episodes,
                "eval_seeds": [eval_seeds[0], eval_seeds[-1]] if eval_seeds else [], "curves": str(curves),
                "interrupted": interrupted}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

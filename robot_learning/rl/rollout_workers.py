@@ -21,7 +21,7 @@ import time
 import numpy as np
 import torch
 
-from robot_learning.errors import ConfigError
+from robot_learning.errors import ConfigError, WorkerFailedError
 
 CLOSE_TIMEOUT_S = 10.0
 
@@ -39,7 +39,7 @@ def _serve(conn, cfg, n: int, first_seed: int, stride: int, seed: int) -> None:
     torch.set_num_threads(1)
     envs = None
     try:
-        from robot_learning.cli.rig import parse_robot
+        from robot_learning.rig import parse_robot
         from robot_learning.rl.residual_ppo import Rollouts, build_residual_policy
 
         _, task, robot = parse_robot(cfg.env)
@@ -60,7 +60,7 @@ def _serve(conn, cfg, n: int, first_seed: int, stride: int, seed: int) -> None:
         pass
     except BaseException as e:  # noqa: BLE001  (reported to the learner, which raises it in one line)
         try:
-            conn.send(("error", f"{type(e).__name__}: {e}"))
+            conn.send(("error", f"{type(e).__name__}: {e}", isinstance(e, ConfigError)))
         except (OSError, ValueError):
             pass
     finally:
@@ -103,12 +103,12 @@ class ParallelRollouts:
         try:
             msg = self.conns[k].recv()
         except (EOFError, OSError):
-            raise ConfigError(f"rollout worker {k} died (exit code {self.procs[k].exitcode}); "
-                              "see its traceback above") from None
-        if msg[0] == "error":
-            raise ConfigError(f"rollout worker {k} failed: {msg[1]}")
+            raise WorkerFailedError(f"rollout worker {k} died (exit code {self.procs[k].exitcode}); "
+                                    "see its traceback above") from None
+        if msg[0] == "error":   # a configuration the worker refused stays a ConfigError (exit 2)
+            raise (ConfigError if msg[2] else WorkerFailedError)(f"rollout worker {k} failed: {msg[1]}")
         if msg[0] != kind:
-            raise ConfigError(f"rollout worker {k} answered {msg[0]!r}, expected {kind!r}")
+            raise WorkerFailedError(f"rollout worker {k} answered {msg[0]!r}, expected {kind!r}")
         return msg
 
     def collect(self, steps: int, actor, log_std: float, generator: torch.Generator, reward_norm,

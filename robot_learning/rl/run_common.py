@@ -3,16 +3,21 @@ evaluations (through ``evaluate``, logged to eval_log.csv and kept in the run's 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from robot_learning.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 
 def load_base_for(checkpoint: Path, task: str, device: str = "cpu"):
-    """The saved policy at ``checkpoint``, refused (one line) when it was trained on another twin task."""
+    """The saved policy at ``checkpoint`` on ``device`` (a ``--device`` spelling: auto, cpu, cuda[:N]), refused (one
+    line) when it was trained on another twin task."""
+    from robot_learning.core.device import resolve_device
     from robot_learning.policies.checkpoint import load_policy
 
-    base = load_policy(checkpoint, device=device)
+    base = load_policy(checkpoint, device=resolve_device(device))
     trained_on = base.meta.get("robot", {})
     base_task = trained_on.get("task") if trained_on.get("kind") == "sim" else None
     if base_task and base_task != task:
@@ -61,6 +66,6 @@ class HeldOutEval:
         self.info["evals"].append(row)
         if self.progress:
             where = ", ".join(f"{k.replace('_', ' ')} {self.info[k]}" for k in self.keys)
-            print(f"eval @ {where}: success {s['success_rate']:.2f} over {s['episodes']} held-out episodes "
-                  f"(95% CI {s['ci95'][0]:.2f}-{s['ci95'][1]:.2f})", flush=True)
+            log.info("eval @ %s: success %.2f over %d held-out episodes (95%% CI %.2f-%.2f)", where,
+                     s["success_rate"], s["episodes"], s["ci95"][0], s["ci95"][1])
         return row

@@ -1,7 +1,7 @@
 """End-effector commands in the control runtime: workspace box, then IK, then the joint filter.
 
 An action source may command the end effector instead of the joints, with one of two feature
-sets:
+sets (``robot_learning.core.ee_features``):
 
 - absolute: ``ee_pos_m`` (3,), ``ee_quat_wxyz`` (4,), ``gripper_pos`` (1,);
 - delta: ``ee_dpos_m`` (3,), ``ee_drot_rad`` (3,, rotation vector), ``gripper_pos`` (1,), added
@@ -20,21 +20,12 @@ from typing import Sequence
 import numpy as np
 
 from robot_learning.control.cartesian import CartesianController, axis_angle_quat, quat_mul
-from robot_learning.core.features import FeatureKind, FeatureSet, FeatureSpec
+from robot_learning.core.ee_features import ABSOLUTE, DELTA
+from robot_learning.core.features import FeatureSet
 from robot_learning.core.frame import Action, Observation
+from robot_learning.core.limits import SafetyConfig, workspace_box
 from robot_learning.errors import ConfigError
-from robot_learning.runtime.safety import SafetyConfig, SafetyFilter, workspace_box
-
-ABSOLUTE = FeatureSet([
-    FeatureSpec("ee_pos_m", (3,), "float32", FeatureKind.ACTION, "m", ("x", "y", "z")),
-    FeatureSpec("ee_quat_wxyz", (4,), "float32", FeatureKind.ACTION, "1", ("w", "x", "y", "z")),
-    FeatureSpec("gripper_pos", (1,), "float32", FeatureKind.ACTION, "1"),
-])
-DELTA = FeatureSet([
-    FeatureSpec("ee_dpos_m", (3,), "float32", FeatureKind.ACTION, "m", ("x", "y", "z")),
-    FeatureSpec("ee_drot_rad", (3,), "float32", FeatureKind.ACTION, "rad", ("x", "y", "z")),
-    FeatureSpec("gripper_pos", (1,), "float32", FeatureKind.ACTION, "1"),
-])
+from robot_learning.runtime.safety import SafetyFilter
 
 
 class CartesianStage:

@@ -22,12 +22,13 @@ import numpy as np
 from robot_learning.core.clock import NS_PER_S, Clock, default_clock
 from robot_learning.core.features import FeatureKind, FeatureSet, FeatureSpec
 from robot_learning.core.frame import Action, Observation
+from robot_learning.core.limits import SafetyConfig
 from robot_learning.core.stamped import Stamped
 from robot_learning.errors import ConfigError, SpecMismatchError, StaleFrameError
 from robot_learning.hardware.robot import Robot
 from robot_learning.hardware.sensor import StreamingSensor
 from robot_learning.runtime.loop import LoopStats, RateLoop, Watchdog
-from robot_learning.runtime.safety import SafetyConfig, SafetyFilter
+from robot_learning.runtime.safety import SafetyFilter
 from robot_learning.runtime.sources import ActionSource
 
 if TYPE_CHECKING:  # the Cartesian stage pulls in mink/mujoco: only runtimes that use it pay for it

@@ -1,7 +1,8 @@
 """The safety filter: the one place between any action source and the motors.
 
-Configured per robot (``Robot.default_safety()``), applied by the control runtime on every tick,
-for teleop, record, deploy and RL alike. Per action feature it enforces, in this priority:
+Configured per robot (``Robot.default_safety()``: a ``SafetyConfig`` of ``FeatureLimits``, declared in
+``robot_learning.core.limits``), applied by the control runtime on every tick, for teleop, record,
+deploy and RL alike. Per action feature it enforces, in this priority:
 
 1. **Finite values**: a command with NaN or inf anywhere is rejected whole; the runtime then
    holds the robot. The robot never sees a non-finite number.
@@ -22,13 +23,13 @@ back to the robot at the velocity cap.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 
 from robot_learning.core.features import FeatureKind, FeatureSet
 from robot_learning.core.frame import Action
+from robot_learning.core.limits import FeatureLimits, SafetyConfig
 from robot_learning.errors import ConfigError, SpecMismatchError
 
 
@@ -43,45 +44,6 @@ def _vec(values: Sequence[float] | None, n: int, what: str) -> np.ndarray | None
     if np.any(np.isnan(a)):
         raise ConfigError.expected(what, "no NaN", a.tolist())
     return a
-
-
-@dataclass(frozen=True)
-class FeatureLimits:
-    """Limits on one action feature, in that feature's units (a single value applies to all elements).
-
-    ``lower``/``upper``: absolute bounds (use +-inf for unbounded elements).
-    ``max_velocity_per_s``: cap on the command's change per second.
-    ``max_step``: cap on ``|cmd - measured|``; needs ``measured_by``, the state feature that
-    holds the measured value with the same shape.
-    """
-
-    feature: str
-    lower: tuple[float, ...] | None = None
-    upper: tuple[float, ...] | None = None
-    max_velocity_per_s: tuple[float, ...] | None = None
-    max_step: tuple[float, ...] | None = None
-    measured_by: str | None = None
-
-
-@dataclass(frozen=True)
-class SafetyConfig:
-    """Limits per action feature. Features with no entry pass with only the finite check."""
-
-    limits: tuple[FeatureLimits, ...] = field(default_factory=tuple)
-
-    def replace_limits(self, new: FeatureLimits) -> SafetyConfig:
-        return SafetyConfig(tuple(lim for lim in self.limits if lim.feature != new.feature) + (new,))
-
-
-def workspace_box(feature: str, lower_xyz_m: Sequence[float], upper_xyz_m: Sequence[float],
-                  size: int = 3, **caps: tuple[float, ...] | None) -> FeatureLimits:
-    """Limits that box the first three elements (position, metres) of a Cartesian target feature."""
-    if size < 3:
-        raise ConfigError.expected("workspace_box size", ">= 3", size)
-    pad = (float("inf"),) * (size - 3)
-    lo = tuple(float(v) for v in lower_xyz_m) + tuple(-v for v in pad)
-    hi = tuple(float(v) for v in upper_xyz_m) + pad
-    return FeatureLimits(feature=feature, lower=lo, upper=hi, **caps)
 
 
 class _Compiled(NamedTuple):

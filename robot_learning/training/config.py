@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import tyro
 
+from robot_learning.core.device import check_device
 from robot_learning.core.features import FeatureKind, FeatureSet
 from robot_learning.errors import ConfigError
+from robot_learning.evaluation.config import FLAT, HeldOutEvalConfig
 
 OBS_ALIASES = {"state": FeatureKind.STATE, "rgb": FeatureKind.RGB, "depth": FeatureKind.DEPTH,
                "tactile": FeatureKind.TACTILE, "language": FeatureKind.LANGUAGE}
@@ -23,11 +25,8 @@ class TrainConfig:
     """Dataset folder (recorded with `robot-learning record`)."""
     out: Path
     """Run folder: policy/ (for eval and deploy), checkpoint/ (resume), logs, curves.png, videos."""
-    policy: Literal["diffusion", "flow", "act", "ar", "carp", "vla"] = "diffusion"
-    """Policy family: diffusion (DDPM, sampled with DDIM), flow (flow matching, Euler steps), act (ACT: CVAE
-    transformer, temporal ensembling), ar (GPT over binned action tokens), carp (coarse-to-fine GPT over
-    multi-scale VQ tokens; trains its tokenizer first unless --tokenizer is given), vla (vision encoder + language
-    trunk, the instruction in, actions through token bins or a flow-matching expert; always reads the instruction)."""
+    policy: str = "diffusion"
+    """Policy family, one of the family registry's (robot_learning.policies.registry; `train --help` lists them)."""
     obs: str = "state"
     """What the policy sees, comma-separated: state (every state feature, sim object state included), proprio (the
     robot's own state only), rgb (every camera), depth, tactile, language (the episode's instruction, as a
@@ -57,9 +56,9 @@ class TrainConfig:
     """Tp: predicted action steps (ar: To - 1 + Ta, this flag is ignored)."""
     action_steps: int = 8
     """Ta: executed action steps per inference (ACT with temporal ensembling infers every tick)."""
-    sampler: Literal["ddpm", "ddim", "edm", "euler", "greedy", "sample"] | None = None
-    """Sampler saved as the policy's default (eval can override): diffusion ddpm | ddim (default) | edm; flow euler;
-    ar greedy (default) | sample; carp sample (top-k 10, default) | greedy; vla greedy | sample (bins), euler (flow)."""
+    sampler: str | None = None
+    """Sampler saved as the policy's default (eval can override); the family's first is the default (carp sample is
+    top-k 10; vla: greedy | sample with bins, euler with the flow head)."""
     kl_weight: float = 10.0
     """act: weight of the CVAE's KL term (ACT: 10)."""
     temporal_ensemble: bool = True
@@ -87,10 +86,8 @@ class TrainConfig:
     """vla: LoRA rank on the trunk's linear layers (peft); default 32 with --vla-trunk, 0 (train it all) without."""
     eval_every: int = 0
     """Evaluate in sim every N steps (0: only at the end)."""
-    eval_episodes: int = 10
-    """Episodes per evaluation (held-out seeds from --eval-seed)."""
-    eval_seed: int = 100_000
-    """First evaluation seed; must not be a seed the dataset was recorded with."""
+    evaluation: Annotated[HeldOutEvalConfig, FLAT] = HeldOutEvalConfig(eval_episodes=10)
+    """--eval-episodes (default 10), --eval-seed."""
     eval_task: str | None = None
     """Sim task to evaluate on (default: the dataset's sim task; none for a hardware dataset)."""
     videos: int = 2
@@ -101,7 +98,7 @@ class TrainConfig:
     """Continue the run in --out from its checkpoint."""
     seed: int = 0
     device: str = "auto"
-    """auto (cuda when present), cpu or cuda[:N]."""
+    """auto (CUDA when present, else cpu), cpu, cuda or cuda:N."""
     threads: int | None = None
     """CPU threads for torch (default: every core)."""
     progress: bool = True
@@ -120,14 +117,23 @@ class TrainConfig:
             raise ConfigError.expected("--lora-rank", ">= 0", self.lora_rank)
         if self.obs_steps is not None and self.obs_steps < 1:
             raise ConfigError.expected("--obs-steps", ">= 1", self.obs_steps)
-        if self.eval_every < 0 or self.eval_episodes < 0:
-            raise ConfigError.expected("--eval-every / --eval-episodes", ">= 0", (self.eval_every, self.eval_episodes))
+        if self.eval_every < 0:
+            raise ConfigError.expected("--eval-every", ">= 0", self.eval_every)
+        check_device(self.device)
         if not self.obs.strip():
             raise ConfigError.expected("--obs", "at least one feature or alias", repr(self.obs))
+        from robot_learning.policies.registry import get_family
+
+        family = get_family(self.policy, trainable=True)   # a typo: "did you mean"
+        if self.sampler is not None and self.sampler not in family.samplers:
+            raise ConfigError.expected(f"--sampler of a {self.policy} policy",
+                                       ", ".join(family.samplers) or "none (it has no sampler)", repr(self.sampler))
 
     @property
     def peak_lr(self) -> float:
-        return self.lr if self.lr is not None else (1e-3 if self.policy in ("diffusion", "flow") else 3e-4)
+        from robot_learning.policies.registry import get_family
+
+        return self.lr if self.lr is not None else get_family(self.policy).lr
 
     @property
     def step_budget(self) -> int | None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from robot_learning.errors import ConfigError
+from robot_learning.errors import ConfigError, TrainingDivergedError
 from robot_learning.training.config import TokenizerTrainConfig
 
 KIND = "carp_tokenizer"
@@ -93,7 +93,8 @@ def train_tokenizer(cfg: TokenizerTrainConfig, store=None) -> dict:
                 g["lr"] = lr
             loss, parts = tok.loss(actions[idx])
             if not math.isfinite(loss.item()):
-                raise ConfigError(f"tokenizer training diverged at step {step}: loss {loss.item()} (lower --lr?)")
+                raise TrainingDivergedError(f"tokenizer training diverged at step {step}: loss {loss.item()} "
+                                            "(lower --lr?)")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -128,11 +129,3 @@ def train_tokenizer(cfg: TokenizerTrainConfig, store=None) -> dict:
                "config": json.loads(json.dumps(asdict(cfg), default=str))}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
-
-
-def run_tokenizer_train(cfg: TokenizerTrainConfig) -> int:
-    s = train_tokenizer(cfg)
-    print(f"CARP tokenizer: {s['steps']} steps in {s['train_time_s']:.0f} s on {s['chunks']} chunks; reconstruction "
-          f"MAE {s['recon_mae_normalised']:.4f} (normalised), {s['recon_mae_action_units']:.5f} (action units); "
-          f"codes used per scale {s['codes_used_per_scale']}; tokenizer {s['tokenizer']}")
-    return 130 if s["interrupted"] else 0

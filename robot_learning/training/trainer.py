@@ -18,30 +18,30 @@ Ctrl-C writes a checkpoint and the policy, then stops; ``--resume`` continues fr
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from robot_learning.errors import ConfigError
+from robot_learning.errors import ConfigError, TrainingDivergedError
 from robot_learning.training.config import TrainConfig, select_features
 
 LOG_EVERY = 50
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError.expected("--device", "cpu (no CUDA device is present)", name)
-    return torch.device(name)
+log = logging.getLogger(__name__)
 
 
 def _config_json(cfg: TrainConfig) -> dict:
-    return json.loads(json.dumps(asdict(cfg), default=str))
+    """The run's flags as saved in train_config.json: one flat dict, flag name -> value (a nested group of flags,
+    such as the evaluation's, spread into it: the file keeps its format)."""
+    flat = {}
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        flat.update(asdict(value) if is_dataclass(value) else {f.name: value})
+    return json.loads(json.dumps(flat, default=str))
 
 
 def prepare(cfg: TrainConfig, device: torch.device):
@@ -51,7 +51,7 @@ def prepare(cfg: TrainConfig, device: torch.device):
     from robot_learning.datasets.stats import Normalizer, load_stats
     from robot_learning.datasets.store import EpisodeStore
     from robot_learning.policies.chunk_policy import normalizer_modes
-    from robot_learning.training.families import policy_class, policy_config
+    from robot_learning.policies.registry import get_family
 
     if not Path(cfg.dataset).exists():
         raise ConfigError(f"--dataset {cfg.dataset}: no such dataset folder")
@@ -65,28 +65,26 @@ def prepare(cfg: TrainConfig, device: torch.device):
     robot_stream = [st for st in schema.streams if st.name == "robot"]
     proprio = robot_stream[0].features.of_kind(FeatureKind.STATE) if robot_stream else FeatureSet()
     features = select_features(cfg.obs, available, proprio)
-    if cfg.policy == "vla" and not any(s.kind is FeatureKind.LANGUAGE for s in features):
+    family = get_family(cfg.policy, trainable=True)
+    if family.reads_language and not any(s.kind is FeatureKind.LANGUAGE for s in features):
         features = features + FeatureSet([TASK_FEATURE])   # a VLA always reads the instruction
     has_images = any(s.kind in (FeatureKind.RGB, FeatureKind.DEPTH) for s in features)
-    tok = None
-    if cfg.policy == "carp":
-        from robot_learning.training.families import carp_tokenizer
-
-        tok, tok_norm = carp_tokenizer(cfg, store, schema.action_features)
-    dcfg = policy_config(cfg, has_images, tokenizer=tok.config if tok is not None else None)
+    hooks = family.training_hooks()
+    hooks.prepare(cfg, store, schema.action_features)
+    dcfg = hooks.config(cfg, has_images)
     sampler = WindowSampler(store, [s.name for s in features if s.kind is not FeatureKind.LANGUAGE], To=dcfg.To,
                             Tp=dcfg.Tp, Ta=dcfg.Ta)
     stats = sampler.output_stats(load_stats(store))
-    if tok is not None:   # actions scaled as the tokenizer was trained
-        stats["action"] = tok_norm.stats("action")
+    action_stats = hooks.action_stats()
+    if action_stats is not None:   # e.g. CARP: actions scaled as its tokenizer was trained
+        stats["action"] = action_stats
     normalizer = Normalizer(normalizer_modes(dcfg, features), stats)
     period_ns = int(round(1e9 / schema.control_rate_hz))
     robot = {str(k): v for k, v in dict(schema.robot or {}).items()}
     meta = {"dataset": str(cfg.dataset), "episodes": len(store.episodes), "robot": robot,
             "train_seeds": sorted(int(e.seed) for e in store.episodes if e.seed is not None)}
-    policy = policy_class(cfg.policy)(dcfg, features, schema.action_features, normalizer, period_ns, meta)
-    if tok is not None:
-        policy.tokenizer.load_state_dict(tok.state_dict())
+    policy = family.policy_class()(dcfg, features, schema.action_features, normalizer, period_ns, meta)
+    hooks.init_policy(policy)
     policy = policy.to(device)
     return store, sampler, policy, meta
 
@@ -98,9 +96,7 @@ def _eval_task(cfg: TrainConfig, meta: dict) -> tuple[str | None, str]:
 
 
 def _check_held_out(cfg: TrainConfig, meta: dict, n: int) -> list[int]:
-    from robot_learning.evaluation.rollout import held_out_seeds
-
-    return held_out_seeds(cfg.eval_seed, n, meta["train_seeds"], "--eval-seed")
+    return cfg.evaluation.seeds(meta["train_seeds"], n)
 
 
 def run_eval(policy, cfg: TrainConfig, meta: dict, episodes: int, video_dir: Path | None, progress: bool) -> dict:
@@ -133,9 +129,11 @@ def train(cfg: TrainConfig) -> dict:
     from robot_learning.training.logs import EVAL_FIELDS, TRAIN_FIELDS, CsvLog, plot_curves
     from robot_learning.training.state import load_train_state, restore_optimizer, save_train_state
 
+    from robot_learning.core.device import resolve_device
+
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    device = _device(cfg.device)
+    device = torch.device(resolve_device(cfg.device))
     out = Path(cfg.out)
     if (out / "checkpoint").exists() and not cfg.resume:
         raise ConfigError(f"--out {out} holds a run already; add --resume to continue it or pick a new folder")
@@ -144,8 +142,8 @@ def train(cfg: TrainConfig) -> dict:
     np.random.seed(cfg.seed)
     store, sampler, policy, meta = prepare(cfg, device)
     task, _ = _eval_task(cfg, meta)
-    if task is not None and cfg.eval_episodes:
-        _check_held_out(cfg, meta, cfg.eval_episodes)
+    if task is not None and cfg.evaluation.eval_episodes:
+        _check_held_out(cfg, meta, cfg.evaluation.eval_episodes)
 
     from robot_learning.datasets.dense import DenseWindows
 
@@ -155,7 +153,7 @@ def train(cfg: TrainConfig) -> dict:
         from robot_learning.training.language import WithInstructions
 
         data = WithInstructions(data, sampler, store, policy)
-        print(f"train: instructions {data.instructions}", flush=True)
+        log.info("train: instructions %s", data.instructions)
     load_s = time.perf_counter() - t_load
     policy.fit_data(data)   # e.g. the autoregressive policy's quantile bins (restored on --resume)
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.peak_lr, betas=(0.95, 0.999), eps=1e-8,
@@ -231,10 +229,9 @@ def train(cfg: TrainConfig) -> dict:
             bar.set_postfix(step=step, loss=f"{row['loss']:.4f}", samples_s=f"{sps:.0f}", lr=f"{row['lr']:.1e}")
         losses, last_log, t_last_log = [], step, train_time
 
-    print(f"train: {len(data)} windows from {len(store.episodes)} episodes ({data.nbytes / 2**20:.1f} MiB in memory, "
-          f"loaded in {load_s:.1f} s), obs {list(policy.observation_features.names)}, "
-          f"{policy.num_parameters() / 1e6:.2f}M parameters, device {device}, {torch.get_num_threads()} threads",
-          flush=True)
+    log.info("train: %d windows from %d episodes (%.1f MiB in memory, loaded in %.1f s), obs %s, %.2fM parameters, "
+             "device %s, %d threads", len(data), len(store.episodes), data.nbytes / 2**20, load_s,
+             list(policy.observation_features.names), policy.num_parameters() / 1e6, device, torch.get_num_threads())
     bar = None
     if cfg.progress:   # over steps with a step budget, else over the seconds of the time budget
         from tqdm import tqdm
@@ -255,7 +252,7 @@ def train(cfg: TrainConfig) -> dict:
                 loss = policy.compute_loss(batch)
             loss_value = loss.item()   # one device sync per step
             if not math.isfinite(loss_value):
-                raise ConfigError(f"training diverged at step {step}: loss {loss_value} (lower --lr?)")
+                raise TrainingDivergedError(f"training diverged at step {step}: loss {loss_value} (lower --lr?)")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -269,7 +266,7 @@ def train(cfg: TrainConfig) -> dict:
             if step - last_log >= LOG_EVERY or step == total_steps or (budget_s is not None and train_time >= budget_s):
                 log_row()
             if cfg.eval_every and step % cfg.eval_every == 0 and step != total_steps:
-                last_eval = evaluate_now(cfg.eval_episodes)
+                last_eval = evaluate_now(cfg.evaluation.eval_episodes)
                 if bar is not None and last_eval:
                     bar.write(f"step {step}: success {last_eval['success_rate']:.2f} over {last_eval['episodes']} "
                               f"held-out episodes")
@@ -287,9 +284,9 @@ def train(cfg: TrainConfig) -> dict:
     if interrupted:
         train_log.close()
         eval_log.close()
-        print(f"interrupted at step {step}: checkpoint saved; continue with --resume", flush=True)
+        log.info("interrupted at step %d: checkpoint saved; continue with --resume", step)
         return {"interrupted": True, "step": step, "out": str(out)}
-    final = evaluate_now(cfg.eval_episodes) if cfg.eval_episodes else {}
+    final = evaluate_now(cfg.evaluation.eval_episodes) if cfg.evaluation.eval_episodes else {}
     train_log.close()
     eval_log.close()
     plot = plot_curves(out, f"{policy.kind} policy, obs {cfg.obs}, {len(store.episodes)} episodes")

@@ -11,8 +11,8 @@ import mujoco
 import numpy as np
 
 from robot_learning.core.features import FeatureSet
+from robot_learning.core.robot_models import RobotModel
 from robot_learning.errors import ConfigError
-from robot_learning.sim.robots import RobotModel
 from robot_learning.sim.scene import WORKSPACES, Workspace
 from robot_learning.sim.world import SimWorld
 

@@ -1,6 +1,8 @@
-"""Robot models shipped with the project: MJCF files under ``sim/assets/robots`` plus the metadata
-the sim twin, the Cartesian controller and the real drivers share (joint names and order, units,
-limits, end-effector site, gripper mapping).
+"""Robot models shipped with the project: MJCF files under ``robot_learning/core/assets/robots`` plus
+the metadata the sim twin, the Cartesian controller and the real drivers share (joint names and
+order, units, limits, end-effector site, gripper mapping). They sit in ``core`` because all three
+use them: the twin (``robot_learning.sim``) builds its scene from them, the real arms
+(``robot_learning.hardware``) compute their end-effector pose and joint box from them.
 
 The MJCF files are written for this project from the robots' published specifications (link
 lengths, joint ranges, velocity limits); simple collision geometry, light visuals.
@@ -24,7 +26,7 @@ class RobotModel:
     """
 
     name: str
-    mjcf: str                                 # file name under sim/assets/robots/
+    mjcf: str                                 # file name under core/assets/robots/
     base_body: str                            # root body of the arm (attached to the world)
     joint_names: tuple[str, ...]              # arm joints, in order (MJCF names)
     arm_actuators: tuple[str, ...]            # position actuators, same order as joint_names
@@ -57,7 +59,7 @@ class RobotModel:
         return len(self.joint_names)
 
     def mjcf_path(self) -> Path:
-        return Path(str(importlib.resources.files("robot_learning.sim").joinpath("assets", "robots", self.mjcf)))
+        return Path(str(importlib.resources.files("robot_learning.core").joinpath("assets", "robots", self.mjcf)))
 
 
 # Franka-Panda-class 7-DoF arm with a parallel gripper. Joint ranges and speed limits from the

@@ -1,5 +1,6 @@
-"""A rig: the robot, sensors and teleop device a command drives, built from CLI specs, the same way for a
-real arm and for its MuJoCo twin.
+"""A rig: the robot, sensors and teleop device a command drives, built from specs, the same way for a
+real arm and for its MuJoCo twin. The one place where robot and env specs (``sim:lift``, ``so101``)
+and camera specs are parsed: the CLI, the RL actors and evaluation all go through it.
 
 - robot ``sim:so101`` (the twin in the lift scene), ``sim:TASK[:MODEL]``, or a real arm (``so101``,
   ``koch``) on a serial port;
@@ -30,21 +31,31 @@ SIM_DEFAULT_TASK = "lift"
 REAL_WORKSPACE_M = {"so101": ((0.10, -0.25, 0.02), (0.40, 0.25, 0.35))}
 
 
-def parse_robot(spec: str) -> tuple[str, str, str | None]:
-    """("sim", task, model) or ("real", arm kind, None)."""
+def parse_robot(spec: str, flag: str = "--robot", default_model: str = "panda") -> tuple[str, str, str | None]:
+    """("sim", task, model) or ("real", arm kind, None) from ``sim:MODEL`` (the twin in the default task),
+    ``sim:TASK[:MODEL]`` (``default_model`` when MODEL is left out) or a real follower arm's kind."""
+    from robot_learning.core.robot_models import ROBOTS
     from robot_learning.hardware.arms import FOLLOWERS
-    from robot_learning.sim.robots import ROBOTS
 
     if spec.startswith("sim:"):
         parts = spec.split(":")
         if len(parts) == 2 and parts[1] in ROBOTS:          # sim:so101 -> the twin in the default scene
             return "sim", SIM_DEFAULT_TASK, parts[1]
         if len(parts) in (2, 3) and parts[1]:
-            return "sim", parts[1], parts[2] if len(parts) == 3 else "panda"
+            return "sim", parts[1], parts[2] if len(parts) == 3 else default_model
     elif spec in FOLLOWERS:
         return "real", spec, None
-    raise ConfigError.expected("--robot", f"one of {', '.join(FOLLOWERS)}, sim:MODEL ({', '.join(ROBOTS)}) or "
+    raise ConfigError.expected(flag, f"one of {', '.join(FOLLOWERS)}, sim:MODEL ({', '.join(ROBOTS)}) or "
                                "sim:TASK[:MODEL]", repr(spec))
+
+
+def parse_sim_robot(spec: str, flag: str = "--robot", default_model: str = "panda") -> tuple[str, str]:
+    """(task, model) of a sim spec (``sim:MODEL``, ``sim:TASK`` or ``sim:TASK:MODEL``); a real arm is an error."""
+    parts = spec.split(":")
+    if parts[0] != "sim" or len(parts) not in (2, 3) or not parts[1]:
+        raise ConfigError.expected(flag, "sim:TASK or sim:TASK:MODEL", repr(spec))
+    _, task, model = parse_robot(spec, flag, default_model)
+    return task, model
 
 
 def parse_camera(spec: str, clock: Clock):
@@ -213,7 +224,7 @@ def cartesian_stage(model_name: str, rate_hz: float, env=None):
     real arm's default workspace."""
     from robot_learning.control.cartesian import CartesianController
     from robot_learning.runtime.cartesian_stage import DELTA, CartesianStage
-    from robot_learning.sim.robots import get_robot_model
+    from robot_learning.core.robot_models import get_robot_model
 
     model = get_robot_model(model_name)
     if env is not None:
