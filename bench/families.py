@@ -17,14 +17,12 @@ import datetime
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from runner import cli  # bench/runner.py (the script's folder is on sys.path)
 
-from runner import cli  # noqa: E402  (bench/runner.py)
+RESULTS = Path(__file__).resolve().parent / "results"
 
 VARIANTS = {   # name -> train flags
     "diffusion": ["--policy", "diffusion"],

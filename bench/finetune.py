@@ -18,13 +18,10 @@ import datetime
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from runner import append_result, cli  # noqa: E402  (bench/runner.py)
+from runner import append_result, cli  # bench/runner.py (the script's folder is on sys.path)
 
 
 def evaluate(checkpoint: Path, out: Path, seed: int, episodes: int, *extra: str) -> dict:

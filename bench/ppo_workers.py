@@ -18,13 +18,10 @@ import os
 import platform
 import shutil
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from runner import append_result, cli  # noqa: E402  (bench/runner.py)
+from runner import append_result, cli  # bench/runner.py (the script's folder is on sys.path)
 
 
 def steps_per_s(run: Path) -> float:

@@ -1,9 +1,10 @@
 """Servo-bus benchmark: the project's FeetechBus, side by side with LeRobot's FeetechMotorsBus.
 
-Both stacks drive the same byte-exact servo emulator (``tests/servo_emulator.py``, stdlib only, on a
+Both stacks drive the same byte-exact servo emulator (``hardware/servo_emulator.py``, stdlib only, on a
 pseudo-terminal) with 6 STS3215 servos (ids 1..6, shafts parked at known positions, torque off), the
 same emulator seed, through the same vendor SDK (``scservo_sdk``). Each stack runs in its own
-process with its own emulator thread (the emulator shares the GIL with the bus, the same for both).
+process with its own emulator, whose servos answer from a process of their own (as real servos do:
+the stack's threads and GIL never delay them), the same for both.
 
 Measured, per stack:
 
@@ -53,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-EMULATOR_PATH = ROOT / "tests" / "servo_emulator.py"
+EMULATOR_PATH = ROOT / "hardware" / "servo_emulator.py"
 RESULTS = Path(__file__).resolve().parent / "results" / "servo_bus.json"
 NAMES = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
 IDS = {name: i + 1 for i, name in enumerate(NAMES)}
@@ -62,10 +63,10 @@ VANISH_ID = 3
 
 
 def load_emulator() -> Any:
-    """``tests/servo_emulator.py`` by path (stdlib only: it runs under any interpreter)."""
+    """``hardware/servo_emulator.py`` by path (stdlib only: it runs under any interpreter, LeRobot's too)."""
     spec = importlib.util.spec_from_file_location("servo_emulator", EMULATOR_PATH)
     module = importlib.util.module_from_spec(spec)
-    sys.modules["servo_emulator"] = module  # dataclasses look their module up
+    sys.modules["servo_emulator"] = module
     spec.loader.exec_module(module)
     return module
 

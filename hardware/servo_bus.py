@@ -129,7 +129,8 @@ class ServoBus(Device):
             raise ConfigError.expected(f"{self.name} retries", ">= 0", retries)
         if not 0 < timeout_s <= 1:
             raise ConfigError.expected(f"{self.name} timeout_s", "0 < timeout_s <= 1 s", timeout_s)
-        self.retries, self.timeout_s, self.stats = int(retries), float(timeout_s), BusStats()
+        self.retries, self.timeout_s = int(retries), float(timeout_s)
+        self.stats = BusStats(try_timeout_s=self.timeout_s)
         self._lock = threading.RLock()
         self._port_handler: Any = None
         self._ph: Any = None
@@ -242,7 +243,9 @@ class ServoBus(Device):
         return regs.pop()
 
     def _settle(self) -> None:
-        """Between tries: wait (<= 3 ms) until no more bytes arrive, drop them, free the port."""
+        """Between tries: wait (<= 3 ms) until no more bytes arrive, drop them (``clearPort``: a
+        reply that comes after its try timed out lengthens the tries, see ``LowLatencyPort``), free
+        the port."""
         handler = self._port_handler
         try:
             waited, last = 0.0, handler.ser.in_waiting
@@ -252,7 +255,7 @@ class ServoBus(Device):
                 if now == last:
                     break
                 last = now
-            handler.ser.reset_input_buffer()
+            handler.clearPort()
         except Exception:  # noqa: BLE001 - the next try reports a lost port
             pass
         handler.is_using = False
@@ -269,7 +272,9 @@ class ServoBus(Device):
             try:
                 self._port_handler.is_using = False
                 self._before_try()
-                return attempt()
+                result = attempt()
+                self._port_handler.reply_complete()
+                return result
             except OSError as exc:  # serial.SerialException: the port vanished under pyserial
                 raise TryFailed("port error", f"port {self.port} failed: {exc}", ids, retry=False) from None
 
@@ -281,12 +286,18 @@ class ServoBus(Device):
             return f"{what}: no valid answer from {who} after {tries} tries: {f.text}{unread}"
 
         with self._lock:
+            self._port_handler.begin_transaction()
             try:
                 return run_with_retries(guarded, stats=self.stats, retries=self.retries, device=self.name,
                                         describe=describe, between=self._settle, clock=self.clock)
             except DeviceFaultError:
                 self._settle()  # the other motors' replies may still be on their way
                 raise
+            finally:
+                handler = self._port_handler
+                if handler is not None:
+                    self.stats.try_timeout_s = handler.try_timeout_ms / 1e3
+                    self.stats.late_replies = handler.late_replies
 
     def _check(self, result: int, error: int, ids: Sequence[int]) -> None:
         """``TryFailed`` for an SDK result other than success, or a status error byte."""

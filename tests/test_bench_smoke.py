@@ -40,8 +40,23 @@ def test_finetune_bench_pairs_the_steered_arm_with_the_base(lift_base, tmp_path)
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
-    assert out["base"]["episodes"] == 1 and out["steer"]["episodes"] == 1 and out["steer"]["samples"] == 2
-    assert out["steer"]["paired_gain_ci95"][0] <= out["steer"]["paired_gain"] <= out["steer"]["paired_gain_ci95"][1]
+    from robot_learning.datasets.store import EpisodeStore
+
+    # the critic's data: the base's 2 rollouts, failures kept, on their own seeds
+    assert [e.seed for e in EpisodeStore.open(tmp_path / "rollouts.zarr").episodes] == [200_000, 200_001]
+    base, steer = (json.loads((tmp_path / d / "eval.json").read_text()) for d in ("eval-base", "eval-steer"))
+    assert "steer" not in base and steer["steer"] == {"critic": str(tmp_path / "critic"), "samples": 2, "beta": 0.0}
+    # both arms on the same held-out seed, paired on it
+    assert out["eval_seeds"] == [120_000, 120_000]
+    assert [d["seed"] for d in base["episodes_detail"]] == [d["seed"] for d in steer["episodes_detail"]] == [120_000]
+    b, s = int(base["episodes_detail"][0]["success"]), int(steer["episodes_detail"][0]["success"])
+    assert out["base"] == {"success_rate": b, "episodes": 1, "ci95": base["ci95"]}
+    st = out["steer"]
+    assert st["success_rate"] == s and st["episodes"] == 1 and st["ci95"] == steer["ci95"] and st["samples"] == 2
+    assert st["paired_gain"] == s - b
+    assert (st["won_only_here"], st["won_only_by_base"]) == (int(s > b), int(b > s))
+    # one pair: no spread to estimate, so the interval is the difference +- z
+    assert st["paired_gain_ci95"] == [round(s - b - 1.959964, 4), round(s - b + 1.959964, 4)]
 
 
 def test_base_noise_bench_replays_seeds_and_a_zero_temperature_base_repeats_itself(lift_base):

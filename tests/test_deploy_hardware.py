@@ -15,7 +15,7 @@ import pytest
 from robot_learning.cli.main import main
 from robot_learning.hardware.arms import get_arm
 
-from servo_emulator import ServoEmulator
+from robot_learning.hardware.servo_emulator import ServoEmulator
 from support.servo_arms import FOLLOWER_POSE, LEADER_POSE, NAMES, RES, servos_of, sweep_and_calibrate
 from support.sim_recordings import record_lift
 

@@ -21,7 +21,7 @@ from robot_learning.cli.main import main
 from robot_learning.hardware.arm_calibration import ArmCalibration, calibration_path
 from robot_learning.hardware.arms import get_arm
 
-from servo_emulator import ServoEmulator
+from robot_learning.hardware.servo_emulator import ServoEmulator
 from support.realsense_recording import COLOR_K, CH, CW, record as record_realsense
 from support.servo_arms import FOLLOWER_POSE, LEADER_POSE, NAMES, RES, servos_of, sweep_and_calibrate
 

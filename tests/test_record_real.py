@@ -23,7 +23,7 @@ from robot_learning.datasets.store import EpisodeStore
 from robot_learning.datasets.verify import verify
 from robot_learning.hardware.arms import get_arm
 
-from servo_emulator import ServoEmulator
+from robot_learning.hardware.servo_emulator import ServoEmulator
 from support.servo_arms import FOLLOWER_POSE, LEADER_POSE, NAMES, RES, servos_of, sweep_and_calibrate
 
 

@@ -134,9 +134,9 @@ def test_finetune_residual_trains_checkpoints_resumes_and_reloads(base_run, tmp_
 def test_shaped_reward_is_the_sparse_one_plus_the_change_in_task_progress(base_run):
     """--reward shaped: r = success + gamma * phi(s') - phi(s); with gamma 1 it sums over an episode's ticks to
     phi(last) - phi(first) (plus the success), so it rewards progress without changing what is optimal."""
-    from robot_learning.rig import parse_robot
     from robot_learning.policies.checkpoint import load_policy
     from robot_learning.policies.residual import ResidualConfig, ResidualPolicy
+    from robot_learning.rig import parse_robot
     from robot_learning.rl.residual_ppo import Rollouts
 
     base = load_policy(base_run)

@@ -27,7 +27,7 @@ from robot_learning.hardware.servo_arm import LeaderArm, ServoArm, ServoArmConfi
 from robot_learning.runtime.control import ControlRuntime, RuntimeConfig
 from robot_learning.runtime.sources import TeleopSource
 
-from servo_emulator import ServoEmulator
+from robot_learning.hardware.servo_emulator import ServoEmulator
 from support.servo_arms import FOLLOWER_POSE, LEADER_POSE, NAMES, RES, servos_of, sweep_and_calibrate
 
 

@@ -8,14 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from robot_learning.core.clock import FakeClock
 from robot_learning.errors import ConfigError, DeviceFaultError
 from robot_learning.hardware.calibration import calibrate_joint
 from robot_learning.hardware.dynamixel import DynamixelBus, protocol2_handler
 from robot_learning.hardware.feetech import FeetechBus
 from robot_learning.hardware.servo_bus import BusStats, Motor, Register, TryFailed, run_with_retries
-from servo_emulator import (BROADCAST, PING, SYNC_WRITE, WRITE, ServoEmulator, dxl_crc16, dxl_packet, dxl_stuff,
-                            dxl_unstuff, feetech_packet)
+from robot_learning.hardware.servo_emulator import (BROADCAST, PING, SYNC_WRITE, WRITE, ServoEmulator, SharedFakeClock,
+                                                     dxl_crc16, dxl_packet, dxl_stuff, dxl_unstuff, feetech_packet)
 
 PROTOCOLS = {"feetech": (FeetechBus, "sts3215", "sts3250"), "dynamixel": (DynamixelBus, "xl330-m288", "xl430-w250")}
 NAMES = {"a": 1, "b": 2, "c": 3}
@@ -192,7 +191,7 @@ def test_missing_and_busy_ports(rig, proto):
 
 # ------------------------------------------------------------------ motion, offsets, limits
 def test_sync_write_goal_moves_toward_it_and_reaches_it(rig):
-    clock = FakeClock()
+    clock = SharedFakeClock()  # the servo process reads it too
     emu, bus = rig(clock=clock)
     bus.set_torque(True)
     assert all(emu.servo(i).torque_enabled for i in NAMES.values())
@@ -235,7 +234,7 @@ def test_calibration_offset_keeps_the_range_off_the_wrap(rig):
 
 
 def test_position_limits_clamp_goals(rig):
-    clock = FakeClock()
+    clock = SharedFakeClock()  # the servo process reads it too
     emu, bus = rig(clock=clock)
     bus.write_homing_offset("a", 100)
     bus.write_position_limits("a", 1500, 2500)
@@ -353,7 +352,7 @@ def test_servo_alarm_is_reported_at_once(rig, proto):
 
 
 def test_dynamixel_bus_watchdog_stops_motion_when_the_host_goes_silent():
-    clock = FakeClock()
+    clock = SharedFakeClock()  # the servo process reads it too
     with ServoEmulator("dynamixel", {1: "xl330-m288"}, clock=clock) as emu:
         with DynamixelBus(emu.port, {"a": Motor(1, "xl330-m288")}) as bus:
             assert bus.set_watchdog(0.1) is True and bus.read("bus_watchdog", "a") == 5

@@ -23,8 +23,8 @@ from robot_learning.errors import ConfigError
 
 def run_deploy(cfg) -> int:
     from robot_learning.core.device import resolve_device
-    from robot_learning.rig import parse_robot
     from robot_learning.deploy.remote import open_policy
+    from robot_learning.rig import parse_robot
 
     where, name, model = parse_robot(cfg.robot)
     policy = open_policy(cfg.policy, token=cfg.token, device=resolve_device(cfg.device))
@@ -64,9 +64,9 @@ def _deploy_sim(cfg, policy, task: str, model: str) -> int:
 
 def _deploy_real(cfg, policy) -> int:
     from robot_learning.cli.hardware_cmds import StatusLine, TrackingSink, _open_recorder
-    from robot_learning.rig import open_rig
     from robot_learning.evaluation.rollout import check_env_features
     from robot_learning.policies.executor import ChunkExecutor
+    from robot_learning.rig import open_rig
 
     if cfg.record is None and cfg.duration_s is None:
         print("deploying until Ctrl-C", file=sys.stderr)

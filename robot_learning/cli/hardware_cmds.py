@@ -194,8 +194,8 @@ class StatusLine:
 
 
 def run_teleoperate(cfg: TeleoperateConfig) -> int:
-    from robot_learning.rig import open_rig
     from robot_learning.hardware.teleop import EpisodeEvent
+    from robot_learning.rig import open_rig
     from robot_learning.runtime.sources import TeleopSource
 
     rig = open_rig(cfg.robot, cfg.teleop, robot_port=cfg.robot_port, robot_id=cfg.robot_id,

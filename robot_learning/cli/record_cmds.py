@@ -41,8 +41,8 @@ def run_record(cfg: RecordConfig) -> int:
         from robot_learning.cli.record_real import run_record_real
 
         return run_record_real(cfg)
-    from robot_learning.rig import parse_robot
     from robot_learning.datasets.recorder import Recorder, open_store, schema_for
+    from robot_learning.rig import parse_robot
     from robot_learning.runtime.sources import FunctionSource
     from robot_learning.sim.env import SimEnv, SimEnvConfig
     from robot_learning.sim.experts import make_expert

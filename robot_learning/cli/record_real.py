@@ -35,8 +35,8 @@ def reset_pause(seconds: float, next_episode: int, episodes: int, stream=None) -
 
 
 def run_record_real(cfg: RecordConfig) -> int:
-    from robot_learning.rig import open_rig
     from robot_learning.datasets.recorder import Recorder, open_store, schema_for
+    from robot_learning.rig import open_rig
 
     rig = open_rig(cfg.robot, cfg.teleop, robot_port=cfg.robot_port, robot_id=cfg.robot_id,
                    teleop_port=cfg.teleop_port, teleop_id=cfg.teleop_id, calibration_dir=cfg.calibration_dir,

@@ -89,9 +89,10 @@ def read_policy_dir(path: str | Path) -> tuple[dict, dict[str, torch.Tensor], No
                                    doc.get("format") if isinstance(doc, dict) else type(doc).__name__)
     if doc.get("version") != VERSION:
         raise ConfigError.expected(f"checkpoint {p} version", VERSION, doc.get("version"))
-    from robot_learning.policies.registry import family_for_kind
+    from robot_learning.policies.registry import find_kind
 
-    if family_for_kind(doc.get("policy")).wrapper:   # no weights of its own: its parts are sub-folders
+    family = find_kind(doc.get("policy"))   # None: a folder of this format that is no policy (a CARP tokenizer)
+    if family is not None and family.wrapper:   # no weights of its own: its parts are sub-folders
         return doc, {}, None
     for name in ("model.safetensors", "normalizer.safetensors"):
         if not (p / name).is_file():

@@ -163,11 +163,16 @@ def get_family(name: str, trainable: bool = False) -> Family:
     raise ConfigError.expected("--policy", f"one of {', '.join(names)}", f"{name!r}{hint}")
 
 
+def find_kind(kind: str) -> Family | None:
+    """The family whose checkpoints say ``"policy": kind`` (the first registered: diffusion before flow), or None."""
+    return next((fam for fam in families().values() if fam.checkpoint_kind == kind), None)
+
+
 def family_for_kind(kind: str) -> Family:
-    """The family whose checkpoints say ``"policy": kind`` (the first registered: diffusion before flow)."""
-    for fam in families().values():
-        if fam.checkpoint_kind == kind:
-            return fam
+    """``find_kind``, or a ConfigError listing the kinds there are."""
+    fam = find_kind(kind)
+    if fam is not None:
+        return fam
     raise ConfigError.expected("checkpoint policy kind", f"one of {sorted({f.checkpoint_kind for f in families().values()})}",
                                repr(kind))
 

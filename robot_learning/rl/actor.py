@@ -111,10 +111,10 @@ def actor_weights(policy) -> dict[str, np.ndarray]:
 def run_actor(cfg) -> dict:
     """Play episodes for the learner at ``cfg.learner`` until it says stop (or ``cfg.episodes`` are done)."""
     from robot_learning.core.device import resolve_device
-    from robot_learning.rig import parse_robot
     from robot_learning.evaluation.rollout import env_config_for, rollout
     from robot_learning.policies.checkpoint import load_policy
     from robot_learning.policies.residual import ResidualConfig, ResidualPolicy, state_features
+    from robot_learning.rig import parse_robot
     from robot_learning.rl.link import ActorLink
     from robot_learning.rl.run_common import set_base_temperature
     from robot_learning.sim.env import SimEnv

@@ -191,8 +191,8 @@ def _load(out: Path, policy, critic, opt_a, opt_c) -> dict:
 
 
 def finetune_residual(cfg: FinetuneResidualConfig) -> dict:
-    from robot_learning.rig import parse_robot
     from robot_learning.evaluation.rollout import seen_seeds
+    from robot_learning.rig import parse_robot
     from robot_learning.rl.rollout_workers import ParallelRollouts
     from robot_learning.rl.run_common import HeldOutEval, run_folder
     from robot_learning.training.logs import CsvLog

@@ -116,14 +116,14 @@ def _spawn_actor(cfg: FinetuneRLPDConfig, url: str, k: int, log_path: Path) -> s
 
 
 def finetune_rlpd(cfg: FinetuneRLPDConfig) -> dict:
-    from robot_learning.rig import parse_robot
     from robot_learning.evaluation.rollout import seen_seeds
     from robot_learning.policies.residual import ResidualConfig, ResidualPolicy
+    from robot_learning.rig import parse_robot
     from robot_learning.rl.actor import actor_weights
     from robot_learning.rl.demo_data import demo_transitions, episode_transitions
     from robot_learning.rl.link import LearnerLink
-    from robot_learning.rl.run_common import HeldOutEval, load_base_for, run_folder, set_base_temperature
     from robot_learning.rl.residual_ppo import plot_rl_curves
+    from robot_learning.rl.run_common import HeldOutEval, load_base_for, run_folder, set_base_temperature
     from robot_learning.training.logs import CsvLog
 
     _, task, robot = parse_robot(cfg.env)
