@@ -13,8 +13,8 @@ executed action and, per stream, the row of the sample it was aligned to.
 
 from __future__ import annotations
 
+import logging
 import queue
-import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +27,8 @@ from robot_learning.datasets.store import EpisodeStore
 from robot_learning.errors import ConfigError, StorageError
 from robot_learning.hardware.sensor import StreamingSensor
 from robot_learning.runtime.control import TickRecord
+
+log = logging.getLogger(__name__)
 
 ROBOT_STREAM = "robot"
 
@@ -60,8 +62,8 @@ def open_store(path: Path, schema: DatasetSchema) -> EpisodeStore:
                           "record into a new dataset")
     rep = store.recovery
     if rep is not None and not rep.clean:
-        print(f"recovered {path}: discarded an unfinished episode ({rep.discarded_ticks} ticks, "
-              f"rows {dict(rep.discarded_rows)}, {rep.partial_files_removed} partial files)", file=sys.stderr)
+        log.warning("recovered %s: discarded an unfinished episode (%d ticks, rows %s, %d partial files)", path,
+                    rep.discarded_ticks, dict(rep.discarded_rows), rep.partial_files_removed)
     return store
 
 

@@ -69,9 +69,13 @@ def verify(store: EpisodeStore, decode_images: bool = True) -> list[str]:
                 lag = g["t_capture_ns"][rows[ok]] - t_ns[ok]
                 if s.name == ROBOT_STREAM:
                     # sim: lag 0; a real arm reads after the deadline, before the next tick begins (a tick that
-                    # overran ends at the next deadline the loop kept), or hands out its previous reading after a
-                    # bad bus answer (at most 50 ms old, ServoArmConfig.max_read_age_s)
-                    next_t = np.append(t_ns[1:], t_ns[-1] + period_ns)[ok]
+                    # overran ends at the next deadline the loop kept; the last tick, once its state arrived: on a
+                    # busy host that read can take longer than a period), or hands out its previous reading after
+                    # a bad bus answer (at most 50 ms old, ServoArmConfig.max_read_age_s)
+                    ends = np.append(t_ns[1:], t_ns[-1] + period_ns)
+                    if rows[-1] != -1:
+                        ends[-1] = max(int(ends[-1]), int(g["t_receive_ns"][rows[-1]]) + 1)
+                    next_t = ends[ok]
                     ahead = np.maximum(next_t - t_ns[ok], 50_000_000)
                     outside = (lag < -max(3 * period_ns, 60_000_000)) | (lag >= ahead)
                     if np.any(outside):

@@ -15,7 +15,11 @@ so a late or corrupted reply is never taken for the next answer (Feetech's SDK n
 
 **Timeouts**: the SDKs wait 2 x LATENCY_TIMER (16 ms) + 2 ms plus the byte time per status
 packet. Here a try waits ``timeout_s`` (default 12 ms) plus the reply's byte time (0.01 ms a byte
-at 1 Mbaud): with 3 retries a silent servo is reported ~50 ms after the transaction starts. Set
+at 1 Mbaud): with 3 retries a servo that stops answering is reported ~50 ms after the transaction
+starts. A busy host is not taken for a silent servo: the wait is in the kernel (no busy loop), a reply found
+waiting after the deadline is taken, the wait follows the replies' measured latency on this host
+(longer while the host delivers late, ``stats.try_timeout_s``), and a transaction that has heard
+nothing at all doubles its wait at each try (``LowLatencyPort`` in ``servo_retry``). Set
 USB adapters' latency to 1 ms (FTDI: ``/sys/bus/usb-serial/devices/ttyUSB0/latency_timer``;
 CH340/CH343 forward within ~1-2 ms); servo return delays (2 us units, factory 250) stay far below.
 """

@@ -19,6 +19,11 @@ T = TypeVar("T")
 DEFAULT_TIMEOUT_S = 0.012  # per try, plus the byte time of the reply
 
 
+def _wait_readable(fd: int, timeout_s: float) -> None:
+    """Sleep in the kernel until ``fd`` has input or ``timeout_s`` has passed."""
+    select.select([fd], [], [], timeout_s)
+
+
 @dataclass
 class BusStats:
     """Counters of one bus. ``errors``: failed tries of any kind (``errors_by_kind``);
@@ -115,15 +120,16 @@ class LowLatencyPort:
       after its try gave up (input waiting when it is dropped, within ``LATE_WATCH``
       transmissions of a timeout: ``late_replies``) counts as one at least as late as the wait.
       ``try_timeout_ms``: the wait now;
-    * a try that got no byte at all (not even the other motors' replies of a sync read) cannot
-      tell a silent bus from a host that has not delivered yet: within a transaction
-      (``begin_transaction``) each such try doubles the next one's wait (at most
-      ``MAX_TIMEOUT_MS``). A servo that stops answering while the others answer is reported after
-      ``1 + retries`` plain waits.
+    * a transaction (``begin_transaction``) that has got no byte at all yet, not even another
+      motor's reply, cannot tell a silent bus from a host that has not delivered yet: each of its
+      tries that ends so doubles the next one's wait (at most ``MAX_TIMEOUT_MS``). Once a byte
+      has come the line is alive, and a servo that stays silent while others answer is reported
+      after ``1 + retries`` plain waits.
 
     On a quiet host replies take well under a millisecond and the wait stays ``rx_timeout_ms``: a
-    silent servo is reported ~50 ms into a transaction (12 ms x 4 tries), a bus where nothing
-    answers ~190 ms (12 + 24 + 48 + 96 ms); on a loaded host both grow with what it delivers."""
+    servo that stops answering in a sync read with others is reported ~50 ms into the
+    transaction (12 ms x 4 tries); a lone motor, or a bus where nothing answers, ~190 ms (12 + 24
+    + 48 + 96 ms). On a loaded host both grow with what it delivers."""
 
     rx_timeout_ms: float = DEFAULT_TIMEOUT_S * 1e3
     #: bytes a try still reads after its deadline (the replies of a 6-motor sync read are ~50)
@@ -141,8 +147,10 @@ class LowLatencyPort:
     _late_watch: int = 0
     _rx_start_ns: int = 0
     _rx_bytes: int = 0
+    _txn_bytes: int = 0
     _quiet_tries: int = 0
     _recent_ms: float = 0.0
+    _wait_ms: float = 0.0
 
     @property
     def try_timeout_ms(self) -> float:
@@ -154,7 +162,7 @@ class LowLatencyPort:
 
     def begin_transaction(self) -> None:
         """A new transaction (its first try): the waits start from ``try_timeout_ms`` again."""
-        self._quiet_tries = 0
+        self._quiet_tries = self._txn_bytes = 0
 
     def reply_complete(self) -> None:
         """The bus's try got all of its reply: its latency (from the end of the transmission)
@@ -168,8 +176,9 @@ class LowLatencyPort:
 
     def setPacketTimeout(self, packet_length: int) -> None:  # noqa: N802
         wait = self.try_timeout_ms
-        if self._quiet_tries:
+        if self._quiet_tries and not self._txn_bytes:
             wait = max(wait, min(wait * 2 ** self._quiet_tries, self.MAX_TIMEOUT_MS))
+        self._wait_ms = wait
         self.setPacketTimeoutMillis(self.tx_time_per_byte * packet_length + wait)
 
     def setPacketTimeoutMillis(self, msec: float) -> None:  # noqa: N802
@@ -197,10 +206,11 @@ class LowLatencyPort:
         if not data and length > 0:
             left_ns = self._deadline_ns - time.monotonic_ns()
             if left_ns > 0:
-                select.select([self.ser.fileno()], [], [], left_ns / 1e9)
+                _wait_readable(self.ser.fileno(), left_ns / 1e9)
                 data = self.ser.read(length)
         if data:
             self._rx_bytes += len(data)
+            self._txn_bytes += len(data)
             if time.monotonic_ns() > self._deadline_ns:
                 self._late_bytes += len(data)
         return data
@@ -215,4 +225,4 @@ class LowLatencyPort:
             self._late_watch -= 1
             if waiting:
                 self.late_replies += 1
-                self._observe(self.try_timeout_ms)
+                self._observe(max(self._wait_ms, self.try_timeout_ms))  # later than the try waited

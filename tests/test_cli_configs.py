@@ -107,6 +107,7 @@ def test_the_cli_shows_library_logs_as_plain_lines(monkeypatch, capsys):
     def run(config):
         logging.getLogger("robot_learning.some.module").info("an info line")
         logging.getLogger("robot_learning.sim.scene").warning("MuJoCo warning: a warning line")
+        logging.getLogger("robot_learning.deploy.server").info("policy server: a status line")   # stderr, as ever
         logging.getLogger("robot_learning.some.module").debug("a debug line")
         return 0
 
@@ -115,4 +116,4 @@ def test_the_cli_shows_library_logs_as_plain_lines(monkeypatch, capsys):
     assert main(["doctor"]) == 0          # configured once: no line twice
     out, err = capsys.readouterr()
     assert out == "an info line\n" * 2
-    assert err == "MuJoCo warning: a warning line\n" * 2
+    assert err == "MuJoCo warning: a warning line\npolicy server: a status line\n" * 2

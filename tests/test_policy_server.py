@@ -491,11 +491,9 @@ def test_client_file_runs_without_robot_learning_or_torch(served, tmp_path):
 
 def test_serve_command_runs_until_ctrl_c(run_dir):
     env = {k: v for k, v in os.environ.items() if k != "ROBOT_LEARNING_TOKEN"}
-    code = ("import sys; from pathlib import Path; from robot_learning.cli.deploy_cmds import run_serve; "
-            "from robot_learning.cli.deploy_configs import ServeConfig; "
-            "from robot_learning.evaluation.config import SamplingConfig; "
-            "sys.exit(run_serve(ServeConfig(checkpoint=Path(sys.argv[1]), port=0, "
-            "sampling=SamplingConfig(sampling_steps=2))))")
+    # through the CLI's main, which shows the server's log lines (on stderr)
+    code = ("import sys; from robot_learning.cli.main import main; "
+            "sys.exit(main(['serve', '--checkpoint', sys.argv[1], '--port', '0', '--sampling-steps', '2']))")
     proc = subprocess.Popen([sys.executable, "-c", code, str(run_dir)], stderr=subprocess.PIPE, text=True, env=env)
     guard = threading.Timer(60, proc.kill)
     guard.start()

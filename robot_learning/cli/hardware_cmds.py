@@ -243,10 +243,12 @@ def run_teleoperate(cfg: TeleoperateConfig) -> int:
             rig.close()
     summary = {"robot": cfg.robot, "teleop": cfg.teleop, "wall_s": round(time.perf_counter() - t0, 2),
                **stats.summary(), **tracking.summary(), "final_joint_pos_rad": tracking.final_joint_pos_rad}
-    bus = getattr(rig.robot, "bus", None)
-    if bus is not None:
-        summary["bus"] = {"transactions": bus.stats.transactions, "retries": bus.stats.retries,
-                          "errors": bus.stats.errors, "failures": bus.stats.failures}
+    for key, device in (("bus", rig.robot), ("teleop_bus", rig.teleop)):  # the follower's, the leader arm's
+        st = getattr(getattr(device, "bus", None), "stats", None)
+        if st is not None:
+            summary[key] = {"transactions": st.transactions, "retries": st.retries, "errors": st.errors,
+                            "failures": st.failures, "late_replies": st.late_replies,
+                            "try_timeout_ms": round(st.try_timeout_s * 1e3, 1)}
     if cfg.record is not None:
         summary["dataset"], summary["episode"] = str(cfg.record), episode
     print(json.dumps(summary) if cfg.json else "  ".join(f"{k} {v}" for k, v in summary.items()))

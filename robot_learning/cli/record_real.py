@@ -15,7 +15,7 @@ import time
 
 from robot_learning.cli.commands import RecordConfig
 from robot_learning.cli.record_cmds import open_view, report
-from robot_learning.errors import ConfigError, DeviceError, StorageError
+from robot_learning.errors import DeviceError, StorageError
 from robot_learning.hardware.teleop import EpisodeEvent
 from robot_learning.runtime.sources import TeleopSource
 
