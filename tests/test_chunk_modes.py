@@ -83,6 +83,8 @@ def test_unknown_merge_mode_is_a_config_error():
 
 @pytest.mark.parametrize("merge", ["queue", "ensemble", "rtc"])
 def test_worker_fills_the_queue_and_drops_actions_whose_tick_passed(merge):
+    """A policy that answers within the period (20 ms of inference, then the next tick): every tick after the
+    first has its action. The test waits for the worker, not for the clock, so a busy host changes nothing."""
     clock = FakeClock()
     policy = RampPolicy(delay_s=0.02)
     s = QueuedChunkSource(policy, clock, P, merge=merge)
@@ -93,11 +95,11 @@ def test_worker_fills_the_queue_and_drops_actions_whose_tick_passed(merge):
             obs = Observation(k * P, OBS, {"joint_pos_rad": np.zeros(1, np.float32)}, {"joint_pos_rad": k * P})
             a = s.next_action(obs)
             got.append(None if a is None else float(a.value["joint_pos_rad"][0]))
-            time.sleep(0.03)                     # the worker answers within the "period"
+            assert s.wait_handled(k + 1, timeout_s=30)   # the worker answers within the "period"
         assert got[0] is None                    # the first chunk is not there yet: nothing to execute
-        assert sum(g is not None for g in got) >= 20
+        assert all(g is not None for g in got[1:]), got
         assert s.stale_dropped >= 1              # the first chunk's tick-0 action arrived after tick 0
-        assert policy.calls >= (20 if merge == "ensemble" else 2)
+        assert policy.calls >= (29 if merge == "ensemble" else 2)
         if merge != "ensemble":
             assert policy.observed > 0           # between chunks the policy still sees every tick
     finally:
@@ -131,9 +133,7 @@ def test_a_slow_policy_still_sees_every_tick_in_order(merge):
         for k in range(40):
             s.next_action(Observation(k * P, OBS, {"joint_pos_rad": np.zeros(1, np.float32)}, {"joint_pos_rad": k * P}))
             time.sleep(0.02)
-        deadline = time.monotonic() + 5
-        while len(policy.seen) < 40 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert s.wait_handled(40, timeout_s=60)
     finally:
         s.close()
     assert policy.seen == list(range(40))

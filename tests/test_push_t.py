@@ -77,10 +77,12 @@ def test_coverage_matches_point_sampling_within_one_percent():
 
 
 def test_coverage_is_fast():
-    t0 = time.perf_counter()
+    """Under 2 ms of CPU a call (the thread's CPU time: what the computation costs, not how long a busy host
+    kept the thread waiting for a core)."""
+    t0 = time.thread_time()
     for i in range(500):
         t_coverage((0.001 * i, 0.0, 0.01 * i), (0.0, 0.0, 0.3), RECTS)
-    assert (time.perf_counter() - t0) / 500 < 2e-3
+    assert (time.thread_time() - t0) / 500 < 2e-3
 
 
 @pytest.fixture(scope="module")

@@ -144,6 +144,8 @@ def test_async_source_slow_policy_makes_watchdog_hold_real_clock():
     arm = RecordingArm(clock=clock)
     arm.connect()
 
+    workers = set()
+
     class SlowPolicy:
         action_features = arm.action_features
 
@@ -151,16 +153,20 @@ def test_async_source_slow_policy_makes_watchdog_hold_real_clock():
             pass
 
         def next_action(self, obs):
+            workers.add(threading.current_thread())
             time.sleep(0.15)  # 7.5 control periods
             return Stamped(_action(0.0), clock.now_ns(), clock.now_ns())
 
     sink = ListSink()
+    threads_before = set(threading.enumerate())
     rt = ControlRuntime(arm, AsyncSource(SlowPolicy()), RuntimeConfig(rate_hz=50, watchdog_periods=3),
                         sinks=[sink], clock=clock)
     stats = rt.run(duration_s=0.6)
     assert stats.watchdog_trips >= 1 and stats.holds > 0
     assert all(t.executed.is_finite() for t in sink.ticks)
-    assert threading.active_count() < 10
+    # One worker thread for the whole run (not one per tick or per slow call), and it is gone after the run.
+    assert len(workers) == 1 and not any(w.is_alive() for w in workers)
+    assert not set(threading.enumerate()) - threads_before
 
 
 def test_teleop_source_and_config_errors():

@@ -58,6 +58,7 @@ class QueuedChunkSource:
         self.action_features = policy.action_features
         self.latencies_s: list[float] = []
         self.stale_dropped = 0
+        self.handled = 0   # observations the worker has passed on (observe / infer), their chunk queued
         self.faults = 0
         self.reconnects = 0
         self.last_error: str | None = None
@@ -108,6 +109,12 @@ class QueuedChunkSource:
         with self._cv:
             return len(self._queue)
 
+    def wait_handled(self, n: int, timeout_s: float) -> bool:
+        """Wait until the worker has passed ``n`` observations on to the policy (``handled``) and queued the
+        chunk it asked for; False on timeout."""
+        with self._cv:
+            return self._cv.wait_for(lambda: self.handled >= n, timeout=timeout_s)
+
     # --- worker --------------------------------------------------------------------------------
     def _work(self) -> None:
         while True:
@@ -133,6 +140,10 @@ class QueuedChunkSource:
                 self._fault(str(e))
                 if not self._recover():
                     return
+            finally:
+                with self._cv:
+                    self.handled += len(ticks)
+                    self._cv.notify_all()
 
     def _enqueue(self, chunk, latency_s: float = 0.0) -> None:
         new = [(int(tq), np.asarray(chunk.actions[i], dtype=np.float64)) for i, tq in enumerate(chunk.t_ns)]
