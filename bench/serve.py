@@ -60,6 +60,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np
 
+from robot_learning.policies.base import ActionChunk, Policy
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results" / "serve.json"
 
@@ -214,14 +216,14 @@ def bench_client(url: str, features, observations: list, chunks: int, warmup: in
         client.close()
 
 
-class NullPolicy:
+class NullPolicy(Policy):
     """Returns a chunk of zeros at once: what is left of a request is the transport."""
 
     kind = "null"
 
     def __init__(self, observation_features, action_features, period_ns: int, steps: int = 8):
         self.observation_features, self.action_features = observation_features, action_features
-        self.control_period_ns, self.steps = int(period_ns), int(steps)
+        self.control_period_ns, self.steps, self.meta = int(period_ns), int(steps), {}
         self._da = sum(s.size for s in action_features)
 
     def reset(self, seed: int | None = None) -> None:
@@ -230,9 +232,7 @@ class NullPolicy:
     def observe(self, observation) -> None:
         pass
 
-    def infer(self, observation):
-        from robot_learning.policies.base import ActionChunk
-
+    def infer(self, observation) -> ActionChunk:
         t = int(observation.t_ns) + self.control_period_ns * np.arange(self.steps, dtype=np.int64)
         return ActionChunk(np.zeros((self.steps, self._da), np.float32), t, self.action_features)
 

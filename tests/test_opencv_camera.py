@@ -3,6 +3,7 @@ stand-in for cv2.VideoCapture that behaves like a V4L2 device."""
 
 import fractions
 import os
+import threading
 import time
 
 import numpy as np
@@ -57,9 +58,27 @@ def video(tmp_path_factory):
     return paths
 
 
+def _wakeup_lateness(stop, period_s=0.005):
+    """How late this host wakes a sleeping thread (s), sampled until ``stop`` is set: the yardstick for
+    "handed out at its time" on a loaded host."""
+    late = []
+
+    def run():
+        while not stop.is_set():
+            t = time.monotonic()
+            time.sleep(period_s)
+            late.append(time.monotonic() - t - period_s)
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    return late, th
+
+
 def test_file_plays_in_real_time_in_order_rgb(video):
     cam = OpenCVCamera(OpenCVCameraConfig(source=str(video[24]), name="front"), buffer_len=64)
     assert cam.features["front"].shape == (H, W, 3)  # probed from the file while disconnected
+    stop = threading.Event()
+    probe, probe_thread = _wakeup_lateness(stop)
     with cam:
         assert cam.timestamp_source == "file_pts" and cam.mode["fps"] == pytest.approx(FPS)
         t0 = time.monotonic()
@@ -71,6 +90,9 @@ def test_file_plays_in_real_time_in_order_rgb(video):
             samples += cam.samples_after(samples[-1].seq)
             time.sleep(0.005)
         wall = time.monotonic() - t0
+    stop.set()
+    probe_thread.join()
+    host_late_ms = 1e3 * float(np.percentile(probe, 90)) if probe else 0.0
     imgs = [s.value["front"] for s in samples]
     assert [counter(im) for im in imgs] == list(range(24))
     assert all(im.shape == (H, W, 3) and im.dtype == np.uint8 for im in imgs)
@@ -81,10 +103,12 @@ def test_file_plays_in_real_time_in_order_rgb(video):
     assert np.all(dt_ms > 0)
     np.testing.assert_allclose(dt_ms, 1000 / FPS, atol=1.0)  # the container's presentation times
     late_ms = np.array([s.t_receive_ns - s.t_capture_ns for s in samples]) / 1e6
-    assert np.all(late_ms >= 0) and np.percentile(late_ms, 90) < 15  # handed out at its time
-    assert 23 / FPS - 0.05 < wall < 23 / FPS + 0.5
+    # handed out at its time: within 15 ms, plus how late this host wakes a thread right now (~0.1 ms quiet)
     print(f"file playback: interval {dt_ms.mean():.2f} +- {dt_ms.std():.2f} ms, "
-          f"hand-out lateness p50 {np.median(late_ms):.2f} ms, max {late_ms.max():.2f} ms")
+          f"hand-out lateness p50 {np.median(late_ms):.2f} ms, max {late_ms.max():.2f} ms, "
+          f"host wake-up lateness p90 {host_late_ms:.2f} ms")
+    assert np.all(late_ms >= 0) and np.percentile(late_ms, 90) < 15 + host_late_ms
+    assert 23 / FPS - 0.05 < wall < 23 / FPS + 0.5 + late_ms.max() / 1e3   # never ahead of the recording's time
 
 
 def test_file_timestamps_are_open_time_plus_pts_on_a_fake_clock(video):
@@ -102,7 +126,7 @@ def test_end_of_file_is_end_of_stream(video):
         assert cam.ended
     with OpenCVCamera(OpenCVCameraConfig(source=str(video[5]), name="front", realtime=False)) as cam:
         cam.start_streaming()
-        deadline = time.monotonic() + 2.0
+        deadline = time.monotonic() + 30.0
         while not cam.ended and time.monotonic() < deadline:
             time.sleep(0.01)
         assert [counter(s.value["front"]) for s in cam.samples_after(0)] == [0, 1, 2, 3, 4]
@@ -259,9 +283,12 @@ def test_device_falls_back_to_host_time_when_buffer_times_are_not_monotonic(fake
         assert cam.timestamp_source == "host_after_grab"
         t_before = time.monotonic_ns()
         s = cam.read()
+        t_after = time.monotonic_ns()
         # host time after grab minus one frame period (33.3 ms), not the wall-clock buffer time
-        assert t_before - 33_400_000 < s.t_capture_ns < time.monotonic_ns() - 33_300_000
-        assert abs(s.t_capture_ns - made["cap"].exposure_ns[-1]) < 20_000_000
+        assert t_before - 33_400_000 < s.t_capture_ns < t_after - 33_300_000
+        # within 20 ms of the exposure, plus however long a busy host kept the reader from stamping the frame
+        # (the grab itself takes one frame period: the rest of the read is that delay)
+        assert abs(s.t_capture_ns - made["cap"].exposure_ns[-1]) < 20_000_000 + max(0, t_after - t_before - 33_400_000)
 
 
 def test_device_that_ignores_the_mode_is_a_config_error(fake_device):

@@ -27,7 +27,7 @@ def test_keys_become_deltas_events_and_takeover():
     try:
         with KeyboardTeleop(step_m=0.01, fd=slave, clock=FakeClock()) as kb:
             os.write(master, b"wwdrq tn")
-            deadline = time.time() + 5
+            deadline = time.time() + 30
             while kb.keys_read < 8 and time.time() < deadline:
                 time.sleep(0.01)
             a = kb.get_action().value
@@ -52,6 +52,11 @@ def test_needs_a_terminal():
 
 
 def test_record_with_keyboard_in_a_terminal(tmp_path):
+    """The keys are typed when the recorder is ready for them (it says so: the dataset appears once the keyboard
+    is connected; a status line ends each episode), not after a fixed start-up time: a busy host only makes it
+    slower."""
+    import threading
+
     d = tmp_path / "kb.zarr"
     master, slave = pty.openpty()
     env = {**os.environ, "MUJOCO_GL": "egl"}
@@ -59,6 +64,20 @@ def test_record_with_keyboard_in_a_terminal(tmp_path):
                              "--episodes", "3", "--image-size", "32", "--cameras", "front", "--no-tactile"],
                             stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     os.close(slave)
+    err_chunks: list[bytes] = []
+    reader = threading.Thread(target=lambda: err_chunks.extend(iter(lambda: proc.stderr.read1(4096), b"")),
+                              daemon=True)
+    reader.start()
+
+    def wait_until(ready, what, timeout_s=120.0):
+        deadline = time.monotonic() + timeout_s
+        while not ready():
+            assert proc.poll() is None, f"record exited while waiting for {what}: {b''.join(err_chunks)[-2000:]!r}"
+            assert time.monotonic() < deadline, f"no {what} after {timeout_s:.0f} s"
+            time.sleep(0.05)
+
+    def said(text):
+        return lambda: text.encode() in b"".join(err_chunks)
 
     def type_keys(keys, pause=0.15):
         for k in keys:
@@ -66,14 +85,21 @@ def test_record_with_keyboard_in_a_terminal(tmp_path):
             time.sleep(pause)
 
     try:
-        time.sleep(4.0)              # start-up (imports, model, IK)
+        wait_until(d.exists, "dataset (the keyboard is connected before the dataset is created)")
+        time.sleep(0.5)              # the first episode starts (reset, runtime)
         type_keys("dddd")            # episode 1: move -y ...
-        type_keys("x", 0.5)          # ... then discard it and record it again
+        type_keys("x")               # ... then discard it and record it again
+        wait_until(said("discarded: re-record"), "end of the discarded take")
         type_keys("rrrr")            # episode 1 again: move up
-        type_keys("n", 0.5)          # keep it, next
+        time.sleep(1.0)              # ~10 ticks record the motion
+        type_keys("n")               # keep it, next
+        wait_until(said("seed 0  kept"), "end of episode 1")
         type_keys("ss")              # episode 2: move toward the base
-        type_keys("c", 0.5)          # keep it and stop
-        out, err = proc.communicate(timeout=60)
+        time.sleep(1.0)
+        type_keys("c")               # keep it and stop
+        proc.wait(timeout=120)
+        reader.join(timeout=10)
+        out, err = proc.stdout.read(), b"".join(err_chunks)
     finally:
         os.close(master)
         if proc.poll() is None:
