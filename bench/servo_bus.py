@@ -250,8 +250,10 @@ def _vanish(emulator: Any, make: Callable[..., Any], setting: Any, cfg: dict) ->
                     pass
             else:
                 recovered = False
+        stats = getattr(getattr(rig.stack, "bus", None), "stats", None)   # the project's bus: its wait per try
         return {"detect_ms": _ms(detect), "reads_to_error": max(reads_to_error, default=None),
-                "detected": len(detect), "reps": cfg["vanish_reps"], "error": error, "recovered": recovered}
+                "detected": len(detect), "reps": cfg["vanish_reps"], "error": error, "recovered": recovered,
+                "try_timeout_ms": round(stats.try_timeout_s * 1e3, 2) if hasattr(stats, "try_timeout_s") else None}
     finally:
         rig.close()
 
@@ -305,7 +307,8 @@ def compare(project: dict, lerobot: dict | None) -> dict:
     p_vanish = next(iter(project["vanish"].values()))
     summary: dict[str, Any] = {
         "project": {"read_ms": project["clean"]["read_ms"], "write_ms": project["clean"]["write_ms"],
-                    "corrupt": p_corrupt, "vanish_ms": p_vanish["detect_ms"]}}
+                    "corrupt": p_corrupt, "vanish_ms": p_vanish["detect_ms"],
+                    "vanish_try_timeout_ms": p_vanish.get("try_timeout_ms")}}
     if lerobot is None:
         return summary
     default = "num_retry=0" if "num_retry=0" in lerobot["corrupt"] else next(iter(lerobot["corrupt"]))

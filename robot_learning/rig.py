@@ -10,21 +10,27 @@ and camera specs are parsed: the CLI, the RL actors and evaluation all go throug
 - cameras: ``opencv:SRC[@WxH[@FPS]]``, ``realsense:SERIAL``, ``gelsight:SRC``, ``digit:SRC`` (real) or the
   sim camera names.
 
+``RigConfig`` holds those flags (with the ports, calibration names and folder, control rate and task
+instruction) once for ``teleoperate``, ``record`` and ``deploy``; ``SessionConfig`` the length and recording of a
+live session (``teleoperate``, ``deploy``); ``open_rig(RigConfig)`` builds the rig.
+
 Everything that connects is disconnected again by ``Rig.close`` (also when building fails
 half-way), so a missing device leaves nothing running and no torque on.
 """
 
 from __future__ import annotations
 
+import logging
 import re
-import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
-from pathlib import Path
 
 from robot_learning.core.clock import Clock, default_clock
 from robot_learning.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 SIM_DEFAULT_TASK = "lift"
 #: end-effector workspace box (base frame, m) of a real arm without a task: in front of the base
@@ -35,7 +41,6 @@ def parse_robot(spec: str, flag: str = "--robot", default_model: str = "panda") 
     """("sim", task, model) or ("real", arm kind, None) from ``sim:MODEL`` (the twin in the default task),
     ``sim:TASK[:MODEL]`` (``default_model`` when MODEL is left out) or a real follower arm's kind."""
     from robot_learning.core.robot_models import ROBOTS
-    from robot_learning.hardware.arms import FOLLOWERS
 
     if spec.startswith("sim:"):
         parts = spec.split(":")
@@ -43,7 +48,9 @@ def parse_robot(spec: str, flag: str = "--robot", default_model: str = "panda") 
             return "sim", SIM_DEFAULT_TASK, parts[1]
         if len(parts) in (2, 3) and parts[1]:
             return "sim", parts[1], parts[2] if len(parts) == 3 else default_model
-    elif spec in FOLLOWERS:
+    from robot_learning.hardware.arms import FOLLOWERS    # the servo-bus drivers: only for a real arm (or an error)
+
+    if spec in FOLLOWERS:
         return "real", spec, None
     raise ConfigError.expected(flag, f"one of {', '.join(FOLLOWERS)}, sim:MODEL ({', '.join(ROBOTS)}) or "
                                "sim:TASK[:MODEL]", repr(spec))
@@ -56,6 +63,89 @@ def parse_sim_robot(spec: str, flag: str = "--robot", default_model: str = "pand
         raise ConfigError.expected(flag, "sim:TASK or sim:TASK:MODEL", repr(spec))
     _, task, model = parse_robot(spec, flag, default_model)
     return task, model
+
+
+TELEOPS = ("so101-leader", "koch-leader", "keyboard", "gamepad", "spacemouse")
+"""Human teleop devices: leader arms (joint commands) and end-effector devices (``EE_TELEOPS``)."""
+EE_TELEOPS = ("keyboard", "gamepad", "spacemouse")
+
+
+@dataclass(frozen=True)
+class RigConfig:
+    """The rig a command drives (robot, teleop device, their serial ports and calibration, cameras, control rate)
+    and the task instruction: the flags ``teleoperate``, ``record`` and ``deploy`` share. Each nests it with
+    ``Annotated[RigConfig, FLAT]`` (the flags keep their names) and a default instance of its own; the rules every
+    rig follows are checked here, which teleop kinds a command takes by the command (``check_teleop``)."""
+
+    robot: str = "sim:lift"
+    """so101, koch (a real arm; give --robot-port), sim:MODEL (the MuJoCo twin of panda or so101 in the lift scene)
+    or sim:TASK[:MODEL] (the twin in another task)."""
+    teleop: str | None = None
+    """so101-leader or koch-leader (a leader arm on --teleop-port: joint commands), keyboard (a plain terminal),
+    gamepad (pygame/SDL) or spacemouse (hidapi) (end-effector deltas through the Cartesian controller over the
+    robot's model file, the same as its sim twin's). record: also scripted (the sim task's expert). deploy: a device
+    that takes over a real arm (human intervention; the recording marks those ticks): a leader arm while it is moved
+    from rest, an end-effector device while its takeover control is held (gamepad: left bumper; spacemouse: right
+    button; keyboard: t), moving the tool from where the policy left it."""
+    robot_port: str | None = None
+    """Serial port of the real (follower) arm (robot-learning find-ports)."""
+    robot_id: str = "default"
+    """Calibration name of the real arm."""
+    teleop_port: str | None = None
+    """Serial port of the leader arm."""
+    teleop_id: str = "default"
+    """Calibration name of the leader arm."""
+    calibration_dir: Path | None = None
+    """Where calibration files live (default: $ROBOT_LEARNING_CALIBRATION or ~/.config/robot-learning/calibration)."""
+    rate_hz: float = 50.0
+    """Control rate of a real arm (the sim twin runs at its task's rate; deploy: the rate the policy was trained
+    at)."""
+    cameras: tuple[str, ...] | None = None
+    """Cameras to read and record (a bare --cameras: none). Real arms (default: none):
+    opencv:INDEX_OR_PATH[@WxH[@FPS]], realsense:SERIAL, gelsight:INDEX_OR_PATH, digit:INDEX_OR_PATH. Sim: front, top,
+    side, wrist (record's default: front and wrist)."""
+    task: str | None = None
+    """Instruction stored with recorded episodes (record's default: the sim task's) and given to the policy
+    (deploy, language feature)."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.rate_hz <= 1000:
+            raise ConfigError.expected("--rate-hz", "1..1000", self.rate_hz)
+        where, name, _ = parse_robot(self.robot)
+        if where == "real" and not self.robot_port:
+            from robot_learning.hardware.arms import get_arm
+
+            twin = get_arm(name).twin
+            raise ConfigError(f"--robot {self.robot} needs --robot-port (robot-learning find-ports), or use --robot "
+                              + (f"sim:{twin} for its MuJoCo twin" if twin else "sim:TASK[:MODEL] for the MuJoCo twin"))
+        if self.teleop in TELEOPS and self.teleop.endswith("-leader") and not self.teleop_port:
+            raise ConfigError(f"--teleop {self.teleop} needs --teleop-port (robot-learning find-ports)")
+
+    @property
+    def real(self) -> bool:
+        """A real arm (not the sim twin)."""
+        return not self.robot.startswith("sim:")
+
+    def check_teleop(self, kinds: tuple, expected: str | None = None) -> None:
+        """Refuse a ``--teleop`` that is not one of ``kinds`` (None: no device), saying ``expected`` (default: the
+        list of ``kinds``)."""
+        if self.teleop not in kinds:
+            raise ConfigError.expected("--teleop", expected or f"one of {', '.join(k for k in kinds if k)}",
+                                       repr(self.teleop))
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """How long a live session on a rig runs and where it is recorded (``teleoperate``; ``deploy`` on a real arm)."""
+
+    duration_s: float | None = None
+    """Stop after this long (default: until Ctrl-C, or the teleop's stop event). deploy: real arms."""
+    record: Path | None = None
+    """Record the session as one episode into this dataset (created, or appended to). deploy: real arms."""
+
+    def __post_init__(self) -> None:
+        if self.duration_s is not None and not self.duration_s > 0:
+            raise ConfigError.expected("--duration-s", "> 0", self.duration_s)
 
 
 def parse_camera(spec: str, clock: Clock):
@@ -135,10 +225,10 @@ class Rig:
             raise errors[0]
 
 
-def open_rig(robot: str, teleop: str | None, *, robot_port=None, robot_id="default", teleop_port=None,
-             teleop_id="default", calibration_dir=None, rate_hz=50.0, cameras=(), quiet=False) -> Rig:
-    """Build and connect everything (see the module docstring)."""
-    where, name, model = parse_robot(robot)
+def open_rig(cfg: RigConfig, quiet: bool = False) -> Rig:
+    """Build and connect everything ``cfg`` names (see the module docstring); ``quiet``: no teleop controls shown."""
+    where, name, model = parse_robot(cfg.robot)
+    cameras, rate_hz = tuple(cfg.cameras or ()), cfg.rate_hz
     if where == "sim":
         from robot_learning.sim.env import SimEnv, SimEnvConfig
         from robot_learning.sim.world import PhysicsConfig
@@ -154,7 +244,7 @@ def open_rig(robot: str, teleop: str | None, *, robot_port=None, robot_id="defau
         spec = get_arm(name)
         # The servos' own bus watchdog: three control periods, at least 0.1 s (Dynamixel X; 2.54 s at most).
         watchdog_s = min(2.5, max(0.1, 3.0 / rate_hz))
-        arm = ServoArm(spec, ServoArmConfig(robot_port, robot_id, calibration_dir, watchdog_s=watchdog_s))
+        arm = ServoArm(spec, ServoArmConfig(cfg.robot_port, cfg.robot_id, cfg.calibration_dir, watchdog_s=watchdog_s))
         rig = Rig(arm, default_clock(), rate_hz, model=spec.twin, info={"name": name, "kind": "real"})
         arm.connect()
         rig.info["calibration"] = arm.calibration.to_json()
@@ -169,8 +259,8 @@ def open_rig(robot: str, teleop: str | None, *, robot_port=None, robot_id="defau
             if not isinstance(meta, dict):
                 meta = {k: getattr(sensor, k) for k in ("mode", "timestamp_source") if hasattr(sensor, k)}
             rig.info.setdefault("cameras", {})[sensor.name] = {"spec": cam, **meta}
-        if teleop is not None:
-            _attach_teleop(rig, teleop, teleop_port, teleop_id, calibration_dir, quiet)
+        if cfg.teleop is not None:
+            _attach_teleop(rig, cfg.teleop, cfg.teleop_port, cfg.teleop_id, cfg.calibration_dir, quiet)
     except BaseException:
         rig.close()
         raise
@@ -196,7 +286,7 @@ def _attach_teleop(rig: Rig, kind: str, port, arm_id, calibration_dir, quiet: bo
 
 
 def make_ee_teleop(kind: str, clock: Clock, step_m: float = 0.01, quiet: bool = False):
-    """An end-effector teleop device (keyboard, gamepad, spacemouse); prints its controls unless quiet."""
+    """An end-effector teleop device (keyboard, gamepad, spacemouse); logs its controls unless quiet."""
     if kind == "keyboard":
         from robot_learning.hardware.teleop_keyboard import HELP, KeyboardTeleop
 
@@ -215,7 +305,7 @@ def make_ee_teleop(kind: str, clock: Clock, step_m: float = 0.01, quiet: bool = 
     else:
         raise ConfigError.expected("end-effector teleop", "keyboard, gamepad or spacemouse", repr(kind))
     if not quiet:
-        print(help_text, file=sys.stderr)
+        log.info("%s", help_text)
     return dev
 
 

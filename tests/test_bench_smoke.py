@@ -18,7 +18,9 @@ def test_servo_bus_bench_runs_and_reports_no_failed_reads():
     assert project["read_ms"]["p50"] > 0
     c = project["corrupt"]
     assert c["corrupted_replies"] > 0 and c["failed"] == 0 and c["stale_values"] == 0 and c["wrong_values"] == 0
-    assert 0 < project["vanish_ms"]["p50"] < 100
+    # 4 tries of the bus's wait (12 ms on a quiet host, longer on one that delivered replies late), settling between
+    wait_ms = project["vanish_try_timeout_ms"]
+    assert 0 < project["vanish_ms"]["p50"] < 4 * (wait_ms + 3) + 40, (project["vanish_ms"], wait_ms)
 
 
 def test_serve_bench_runs_every_reported_measurement():

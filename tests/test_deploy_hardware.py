@@ -39,15 +39,16 @@ def test_leader_arm_takes_over_a_deployed_policy_and_the_recording_marks_it(cal_
 
         def put(q):
             goals = cal_l.goal_raw(q, 0.5)
-            for n in NAMES:
-                lead.servo(spec_l.motor_map[n].id).set_physical((goals[n] + cal_l.homing_offsets[n]) % RES)
+            lead.set_physical({spec_l.motor_map[n].id: (goals[n] + cal_l.homing_offsets[n]) % RES for n in NAMES})
 
         def operator():  # rests while the policy drives for 1.5 s, then moves the leader to the target and keeps a
             deadline = time.monotonic() + 120     # hand on it (small motion)
             while not fol.servo(1).torque_enabled:    # the deploy loop starts once the follower has torque
                 assert time.monotonic() < deadline
                 time.sleep(0.01)
-            time.sleep(1.5)
+            packets = fol.stats.packets + 24          # the policy drives >= 12 ticks (a sync read + write each)
+            while fol.stats.packets < packets and time.monotonic() < deadline:
+                time.sleep(0.01)
             for a in np.linspace(0, 1, 30):
                 put(a * target)
                 time.sleep(0.01)
@@ -101,13 +102,15 @@ def test_gamepad_takes_over_a_deployed_policy_through_the_cartesian_stage(cal_di
         with ServoEmulator("feetech", servos_of(spec)) as fol:
             sweep_and_calibrate(fol, spec, "f", cal_dir, FOLLOWER_POSE)
 
-            def operator():   # the policy drives for 1.5 s, then the bumper is held with the left stick up
+            def operator():   # the policy drives ~1.5 s, then the bumper is held with the left stick up
                 deadline = time.monotonic() + 120
                 while not fol.servo(1).torque_enabled:
                     assert time.monotonic() < deadline
                     time.sleep(0.01)
-                if stop.wait(1.5):
-                    return
+                packets = fol.stats.packets + 24      # >= 12 ticks (a sync read + write each), counted on the arm
+                while fol.stats.packets < packets and time.monotonic() < deadline:
+                    if stop.wait(0.01):
+                        return
                 pad.axis(1, -1.0)
                 pad.button(9, 1)
 

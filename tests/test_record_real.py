@@ -54,9 +54,8 @@ def rig(tmp_path_factory):
             t0 = time.monotonic()
             while not stop.is_set():
                 q, g = leader_rad(time.monotonic() - t0)
-                goals = cal_l.goal_raw(q, g)
-                for n in NAMES:  # reported ticks -> physical shaft (the leader's homing offset)
-                    lead.servo(spec_l.motor_map[n].id).set_physical((goals[n] + cal_l.homing_offsets[n]) % RES)
+                goals = cal_l.goal_raw(q, g)  # reported ticks -> physical shaft (the leader's homing offsets)
+                lead.set_physical({spec_l.motor_map[n].id: (goals[n] + cal_l.homing_offsets[n]) % RES for n in NAMES})
                 time.sleep(0.005)
 
         th = threading.Thread(target=operator, daemon=True)
@@ -71,14 +70,21 @@ def rig(tmp_path_factory):
             th.join()
 
 
-def after_torque_on(fol, spec, delay_s: float, action) -> threading.Thread:
-    """Run ``action`` ``delay_s`` after the follower's torque comes on (the first episode starts then)."""
+def after_torque_on(fol, spec, action, *, packets: int = 0, ready=None, delay_s: float = 0.0) -> threading.Thread:
+    """Run ``action`` once the follower's torque is on (the first episode starts then) and it has received
+    ``packets`` more instruction packets (a tick sends it two: a sync read and a sync write), ``ready()`` is true,
+    then ``delay_s``: progress counted on the arm, not on the clock, so a busy host changes nothing."""
     sv = fol.servo(spec.motor_map["shoulder_pan"].id)
 
     def wait():
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while not sv.torque_enabled and time.monotonic() < deadline:
             time.sleep(0.002)
+        target = fol.stats.packets + packets
+        while fol.stats.packets < target and time.monotonic() < deadline:
+            time.sleep(0.005)
+        while ready is not None and not ready() and time.monotonic() < deadline:
+            time.sleep(0.02)
         time.sleep(delay_s)
         action()
 
@@ -112,11 +118,13 @@ def test_record_two_episodes_on_a_real_arm_then_append(rig, tmp_path):
     assert store.schema.robot["kind"] == "real" and store.schema.robot["name"] == "so101"
     assert [st.name for st in store.schema.streams] == ["robot"]             # no cameras by default
     for ep in store.episodes:
-        assert 40 <= ep.length <= 51, ep.length                  # 1 s at 50 Hz (a loaded machine misses a few)
+        # 1 s at 50 Hz: a quiet host meets ~all 50 deadlines; with every core busy a tick waiting for a late reply
+        # overruns the next deadline (65-85 % met measured): at least half
+        assert 25 <= ep.length <= 51, ep.length
         assert ep.seed is None and ep.task == "wave" and ep.operator_notes == "so101-leader teleop"
         t = store.stream_times(ep, "robot")
-        dt = np.diff(t) / 1e9
-        assert np.all(dt > 0) and abs(np.median(dt) - 0.02) < 0.003
+        dt = np.diff(t) / 1e9                                    # a period apart, or a few where deadlines were missed
+        assert np.all(dt > 0) and abs(np.median(dt / np.maximum(1, np.round(dt / 0.02))) - 0.02) < 0.003
         assert np.std(dt) > 1e-7                                 # measured capture times, not index / rate
         # The executed actions follow the leader's sweep, inside its amplitude.
         q_cmd = store.ticks(ep)["action.joint_pos_rad"]
@@ -133,8 +141,15 @@ def test_record_two_episodes_on_a_real_arm_then_append(rig, tmp_path):
 
 def test_ctrl_c_discards_the_unfinished_episode(rig, tmp_path):
     ds = tmp_path / "interrupted.zarr"
-    # Mid-way through the second episode (1 s, a 0.2 s pause, then 1 s).
-    th = after_torque_on(rig.fol, rig.spec_f, 1.7, lambda: os.kill(os.getpid(), signal.SIGINT))
+    # Mid-way through the second episode (1 s, a 0.2 s pause, then 1 s): once the first is committed.
+    def first_committed():
+        try:
+            return len(EpisodeStore.open(ds).episodes) >= 1
+        except Exception:  # noqa: BLE001 - not created yet
+            return False
+
+    th = after_torque_on(rig.fol, rig.spec_f, lambda: os.kill(os.getpid(), signal.SIGINT), ready=first_committed,
+                         delay_s=0.6)
     rc, out, err = run_cli("record", "--dataset", str(ds), *rig.args, "--episodes", "3")
     th.join()
     assert rc == 0, err
@@ -147,7 +162,7 @@ def test_ctrl_c_discards_the_unfinished_episode(rig, tmp_path):
 def test_device_fault_keeps_the_episode_so_far_and_fails_in_one_line(rig, tmp_path):
     ds = tmp_path / "fault.zarr"
     elbow = rig.spec_f.motor_map["elbow_flex"].id
-    th = after_torque_on(rig.fol, rig.spec_f, 0.5, lambda: rig.fol.disappear(elbow))
+    th = after_torque_on(rig.fol, rig.spec_f, lambda: rig.fol.disappear(elbow), packets=50)   # ~25 ticks in
     try:
         rc, out, err = run_cli("record", "--dataset", str(ds), *rig.args, "--episodes", "2")
     finally:
@@ -157,7 +172,7 @@ def test_device_fault_keeps_the_episode_so_far_and_fails_in_one_line(rig, tmp_pa
     assert err.strip().splitlines()[-1].startswith("robot-learning: error: ") and "elbow_flex" in err, err
     store = EpisodeStore.open(ds)
     (ep,) = store.episodes
-    assert 10 <= ep.length <= 40, ep.length                       # ~0.5 s of the first episode
+    assert 10 <= ep.length <= 40, ep.length                       # the ~25 ticks before the fault
     assert ep.operator_notes.startswith("so101-leader teleop; ended by a device fault")
 
 

@@ -140,7 +140,7 @@ def test_learner_link_answers_actors_and_refuses_bad_messages(tanh_policy):
     from websockets.sync.client import connect
 
     from robot_learning.deploy.client import decode, encode
-    from robot_learning.errors import ConfigError
+    from robot_learning.errors import ConfigError, WorkerFailedError
     from robot_learning.rl.link import ActorLink, LearnerLink
 
     X, da = tanh_policy.state_dim + tanh_policy.action_dim, tanh_policy.action_dim
@@ -150,6 +150,8 @@ def test_learner_link_answers_actors_and_refuses_bad_messages(tanh_policy):
             ActorLink(link.url).hello(X + 1, da)
         actor = ActorLink(link.url)
         assert actor.hello(X, da)["next_seed"] == 7
+        with pytest.raises(WorkerFailedError, match="learner refused: episode r"):   # the actor's failure, not config
+            actor.send_episode(1, np.zeros((3, X)), np.full((3, da), 2.0), np.zeros(3, bool), True, 0)
         with connect(link.url, proxy=None) as ws:
             for msg in ({"type": "episode", "seed": 1, "x": np.zeros((3, X), np.float32),
                          "r": np.full((3, da), 2.0, np.float32), "intervened": np.zeros(3, bool), "success": True,

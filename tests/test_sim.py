@@ -158,6 +158,8 @@ def test_domain_randomization_restores_nominal_each_reset():
 
 def test_cartesian_controller_tracks_targets_within_limits():
     from robot_learning.control.cartesian import CartesianConfig, CartesianController
+    from robot_learning.errors import SafetyViolation
+
     for name, robot in ROBOTS.items():
         # 7-DoF: full pose targets; 5-DoF: position (a full pose is over-constrained)
         ctrl = CartesianController(robot, CartesianConfig(orientation_cost=0.5 if robot.n_joints >= 6 else 0.0))
@@ -173,7 +175,7 @@ def test_cartesian_controller_tracks_targets_within_limits():
         assert np.linalg.norm(pos - target) < 2e-3, name
         q2 = ctrl.solve_delta(q, np.array([0.0, 0.0, 0.01]), None, dt_s=0.5)
         assert ctrl.forward(q2)[0][2] > pos[2] + 0.005
-        with pytest.raises(ConfigError):
+        with pytest.raises(SafetyViolation, match="non-finite"):
             ctrl.solve(q, np.array([np.nan, 0, 0]), None, 0.1)
 
 

@@ -11,6 +11,7 @@ import tyro
 from robot_learning.core.device import check_device
 from robot_learning.errors import ConfigError
 from robot_learning.evaluation.config import FLAT, SamplingConfig
+from robot_learning.rig import TELEOPS, RigConfig
 
 
 @dataclass(frozen=True)
@@ -141,21 +142,9 @@ class RecordConfig:
 
     dataset: Path
     """Dataset folder (created, or appended to after recovering a killed recording)."""
-    robot: str = "sim:lift"
-    """sim:TASK[:MODEL] (MODEL: panda, so101; the MuJoCo twin) or so101 / koch (a real arm on --robot-port)."""
-    teleop: str = "scripted"
-    """scripted (the sim task's expert), so101-leader / koch-leader (a leader arm on --teleop-port), keyboard (a
-    plain terminal), gamepad (pygame/SDL) or spacemouse (hidapi)."""
-    robot_port: str | None = None
-    """Serial port of the real arm (robot-learning find-ports)."""
-    robot_id: str = "default"
-    """Calibration name of the real arm."""
-    teleop_port: str | None = None
-    """Serial port of the leader arm."""
-    teleop_id: str = "default"
-    """Calibration name of the leader arm."""
-    calibration_dir: Path | None = None
-    """Where calibration files live (default: $ROBOT_LEARNING_CALIBRATION or ~/.config/robot-learning/calibration)."""
+    rig: Annotated[RigConfig, FLAT] = RigConfig(robot="sim:lift", teleop="scripted", cameras=None)
+    """--robot, --teleop, --robot-port, --robot-id, --teleop-port, --teleop-id, --calibration-dir, --rate-hz,
+    --cameras, --task."""
     episodes: int = 10
     """Episodes to record."""
     episode_s: float | None = None
@@ -163,15 +152,8 @@ class RecordConfig:
     also ends at the teleop's next / re-record / stop event (default: only there)."""
     reset_s: float = 5.0
     """Pause between real-arm episodes, robot held, for the operator to reset the scene."""
-    rate_hz: float = 50.0
-    """Control rate (real arms; the sim twin runs at its task's rate)."""
-    task: str | None = None
-    """Instruction stored with each episode (default: the sim task's; none on a real arm)."""
     seed: int | None = None
     """First episode seed (sim; default: continue after the dataset's episodes)."""
-    cameras: tuple[str, ...] | None = None
-    """Cameras to record (a bare --cameras: none). Sim: front, top, side, wrist (default: front and wrist). Real arms (default: none):
-    opencv:INDEX_OR_PATH[@WxH[@FPS]], realsense:SERIAL, gelsight:INDEX_OR_PATH, digit:INDEX_OR_PATH."""
     image_size: int = 96
     """Sim camera image side (px)."""
     camera_fps: float = 30.0
@@ -186,35 +168,20 @@ class RecordConfig:
     """Show a live view of the cameras (needs a display)."""
 
     def __post_init__(self) -> None:
-        from robot_learning.cli.hardware_configs import TELEOPS
-
+        self.rig.check_teleop(("scripted", *TELEOPS))
         if self.episodes < 1:
             raise ConfigError.expected("--episodes", ">= 1", self.episodes)
-        if self.teleop not in ("scripted", *TELEOPS):
-            raise ConfigError.expected("--teleop", f"one of scripted, {', '.join(TELEOPS)}", repr(self.teleop))
-        if not 1 <= self.rate_hz <= 1000:
-            raise ConfigError.expected("--rate-hz", "1..1000", self.rate_hz)
         if self.episode_s is not None and not self.episode_s > 0:
             raise ConfigError.expected("--episode-s", "> 0", self.episode_s)
         if not 0 <= self.reset_s <= 3600:
             raise ConfigError.expected("--reset-s", "0..3600", self.reset_s)
-        if self.teleop.endswith("-leader") and not self.teleop_port:
-            raise ConfigError(f"--teleop {self.teleop} needs --teleop-port (robot-learning find-ports)")
-        if self.robot.startswith("sim:"):
+        if not self.rig.real:
             return
-        from robot_learning.hardware.arms import FOLLOWERS
-
-        if self.robot not in FOLLOWERS:
-            raise ConfigError.expected("--robot", f"sim:TASK[:MODEL] or a real arm ({', '.join(FOLLOWERS)})",
-                                       repr(self.robot))
-        if not self.robot_port:
-            raise ConfigError(f"--robot {self.robot} needs --robot-port (robot-learning find-ports), or record "
-                              "in the MuJoCo twin with --robot sim:TASK[:MODEL]")
-        if self.teleop == "scripted":
-            raise ConfigError(f"--teleop scripted runs the sim task's expert; a real {self.robot} needs a human "
+        if self.rig.teleop == "scripted":
+            raise ConfigError(f"--teleop scripted runs the sim task's expert; a real {self.rig.robot} needs a human "
                               "teleop (a leader arm, keyboard, gamepad or spacemouse)")
-        if self.teleop.endswith("-leader") and self.episode_s is None:
-            raise ConfigError(f"--teleop {self.teleop} has no buttons to end an episode: give --episode-s "
+        if self.rig.teleop.endswith("-leader") and self.episode_s is None:
+            raise ConfigError(f"--teleop {self.rig.teleop} has no buttons to end an episode: give --episode-s "
                               "(each episode's length in seconds)")
 
 

@@ -10,6 +10,7 @@ from typing import Annotated
 from robot_learning.core.device import check_device
 from robot_learning.errors import ConfigError
 from robot_learning.evaluation.config import FLAT, SamplingConfig
+from robot_learning.rig import EE_TELEOPS, TELEOPS, RigConfig, SessionConfig
 
 TOKEN_ENV = "ROBOT_LEARNING_TOKEN"
 
@@ -48,7 +49,6 @@ class ServeConfig:
         check_bind(self.host, self.token)
 
 
-EE_TAKEOVER = ("keyboard", "gamepad", "spacemouse")
 DEPLOY_MODES = ("open-loop", "queue", "ensemble", "rtc")
 
 
@@ -61,8 +61,11 @@ class DeployConfig:
 
     policy: str
     """A training run folder (its policy/), a policy folder, or ws://HOST:PORT of a policy server."""
-    robot: str = "sim:lift"
-    """sim:TASK[:MODEL] (the MuJoCo twin) or so101 / koch (a real arm on --robot-port)."""
+    rig: Annotated[RigConfig, FLAT] = RigConfig(robot="sim:lift", teleop=None, cameras=())
+    """--robot, --teleop, --robot-port, --robot-id, --teleop-port, --teleop-id, --calibration-dir, --rate-hz,
+    --cameras, --task."""
+    session: Annotated[SessionConfig, FLAT] = SessionConfig()
+    """--duration-s, --record (real arms)."""
     token: str | None = None
     """Bearer token of the policy server (default: $ROBOT_LEARNING_TOKEN)."""
     mode: str | None = None
@@ -81,31 +84,6 @@ class DeployConfig:
     """Sim: first seed; seeds the policy was trained on are refused."""
     json: bool = False
     """Print the result as one JSON line."""
-    robot_port: str | None = None
-    """Serial port of the real arm (robot-learning find-ports)."""
-    robot_id: str = "default"
-    """Calibration name of the real arm."""
-    teleop: str | None = None
-    """Real arm: a teleop device that takes over (human intervention; the recording marks those ticks): a leader arm
-    (so101-leader, koch-leader) while it is moved from rest, or an end-effector device while its takeover control is
-    held (gamepad: left bumper; spacemouse: right button; keyboard: t), moving the tool from where the policy left
-    it through the twin's Cartesian controller."""
-    teleop_port: str | None = None
-    """Serial port of the leader arm."""
-    teleop_id: str = "default"
-    """Calibration name of the leader arm."""
-    calibration_dir: Path | None = None
-    """Where calibration files live (default: $ROBOT_LEARNING_CALIBRATION or ~/.config/robot-learning/calibration)."""
-    rate_hz: float = 50.0
-    """Control rate of a real arm (the policy's own rate is what it was trained at: match it)."""
-    duration_s: float | None = None
-    """Real arm: stop after this long (default: until Ctrl-C)."""
-    record: Path | None = None
-    """Real arm: record the run as one episode into this dataset."""
-    task: str | None = None
-    """Instruction given to the policy (language feature) and stored with a recording."""
-    cameras: tuple[str, ...] = ()
-    """Real arm: cameras the policy reads (opencv:..., realsense:..., see teleoperate --help)."""
     device: str = "auto"
     """Local policy: auto (CUDA when present, else cpu), cpu, cuda or cuda:N."""
 
@@ -115,20 +93,9 @@ class DeployConfig:
             raise ConfigError.expected("--mode", f"one of {', '.join(DEPLOY_MODES)}", repr(self.mode))
         if self.episodes < 1:
             raise ConfigError.expected("--episodes", ">= 1", self.episodes)
-        if not 1 <= self.rate_hz <= 1000:
-            raise ConfigError.expected("--rate-hz", "1..1000", self.rate_hz)
-        if self.duration_s is not None and not self.duration_s > 0:
-            raise ConfigError.expected("--duration-s", "> 0", self.duration_s)
-        if not self.robot.startswith("sim:") and not self.robot_port:
-            raise ConfigError(f"--robot {self.robot} needs --robot-port (robot-learning find-ports), or use "
-                              f"--robot sim:TASK for the MuJoCo twin")
-        if self.teleop is not None:
-            if not self.teleop.endswith("-leader") and self.teleop not in EE_TAKEOVER:
-                raise ConfigError.expected("--teleop", f"a leader arm (so101-leader, koch-leader) or one of "
-                                           f"{', '.join(EE_TAKEOVER)}", repr(self.teleop))
-            if self.teleop.endswith("-leader") and not self.teleop_port:
-                raise ConfigError(f"--teleop {self.teleop} needs --teleop-port (robot-learning find-ports)")
-            if self.robot.startswith("sim:"):
-                raise ConfigError("--teleop takes over a real arm; on the sim twin deploy evaluates the policy alone")
+        self.rig.check_teleop((None, *TELEOPS), "a leader arm (so101-leader, koch-leader) or one of "
+                              f"{', '.join(EE_TELEOPS)}")
+        if self.rig.teleop is not None and not self.rig.real:
+            raise ConfigError("--teleop takes over a real arm; on the sim twin deploy evaluates the policy alone")
         if self.token is None and os.environ.get(TOKEN_ENV):
             object.__setattr__(self, "token", os.environ[TOKEN_ENV])

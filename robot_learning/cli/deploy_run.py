@@ -26,7 +26,7 @@ def run_deploy(cfg) -> int:
     from robot_learning.deploy.remote import open_policy
     from robot_learning.rig import parse_robot
 
-    where, name, model = parse_robot(cfg.robot)
+    where, name, model = parse_robot(cfg.rig.robot)
     policy = open_policy(cfg.policy, token=cfg.token, device=resolve_device(cfg.device))
     try:
         if where == "sim":
@@ -50,7 +50,7 @@ def _deploy_sim(cfg, policy, task: str, model: str) -> int:
     t0 = time.perf_counter()
     realtime = cfg.realtime or mode != "open-loop"
     results = evaluate(policy, task, seeds, robot=model, progress=not cfg.json, mode=mode, realtime=realtime)
-    summary = {"robot": cfg.robot, "policy": cfg.policy, "mode": mode, "realtime": realtime, **summarize(results),
+    summary = {"robot": cfg.rig.robot, "policy": cfg.policy, "mode": mode, "realtime": realtime, **summarize(results),
                "wall_s": round(time.perf_counter() - t0, 2), **_latency(policy)}
     if cfg.json:
         print(json.dumps(summary))
@@ -68,11 +68,9 @@ def _deploy_real(cfg, policy) -> int:
     from robot_learning.policies.executor import ChunkExecutor
     from robot_learning.rig import open_rig
 
-    if cfg.record is None and cfg.duration_s is None:
+    if cfg.session.record is None and cfg.session.duration_s is None:
         print("deploying until Ctrl-C", file=sys.stderr)
-    rig = open_rig(cfg.robot, cfg.teleop, robot_port=cfg.robot_port, robot_id=cfg.robot_id,
-                   teleop_port=cfg.teleop_port, teleop_id=cfg.teleop_id, calibration_dir=cfg.calibration_dir,
-                   rate_hz=cfg.rate_hz, cameras=cfg.cameras, quiet=cfg.json)
+    rig = open_rig(cfg.rig, quiet=cfg.json)
     recorder = None
     try:
         runtime_features = rig.robot.state_features
@@ -92,8 +90,8 @@ def _deploy_real(cfg, policy) -> int:
             return f"latency {lat:5.1f} ms" + (f"  queue {queued}" if queued is not None else "")
 
         sinks = [tracking] + ([] if cfg.json else [StatusLine(rig, tracking, extra=policy_status)])
-        if cfg.record is not None:
-            recorder = _open_recorder(cfg.record, rig)
+        if cfg.session.record is not None:
+            recorder = _open_recorder(cfg.session.record, rig)
             sinks.insert(0, recorder)
             recorder.start_episode()
         mode = cfg.mode or "queue"
@@ -111,13 +109,13 @@ def _deploy_real(cfg, policy) -> int:
             stage, rig.stage = rig.stage, None
             source = InterventionSource(executor, rig.teleop, stage=stage)
         try:
-            stats = rig.runtime(source, sinks, task=cfg.task).run(duration_s=cfg.duration_s)
+            stats = rig.runtime(source, sinks, task=cfg.rig.task).run(duration_s=cfg.session.duration_s)
         finally:
             close = getattr(source, "close", None)
             if close is not None:
                 close()
         if recorder is not None:
-            recorder.end_episode(keep=True, task=cfg.task or "", operator_notes=f"deploy {cfg.policy}")
+            recorder.end_episode(keep=True, task=cfg.rig.task or "", operator_notes=f"deploy {cfg.policy}")
     finally:
         try:
             if recorder is not None:
@@ -125,7 +123,7 @@ def _deploy_real(cfg, policy) -> int:
         finally:
             rig.close()
     lat = sorted(executor.latencies_s) or [float("nan")]
-    summary = {"robot": cfg.robot, "policy": cfg.policy, "mode": mode, **stats.summary(),
+    summary = {"robot": cfg.rig.robot, "policy": cfg.policy, "mode": mode, **stats.summary(),
                "latency_ms_p50": round(1e3 * lat[len(lat) // 2], 2), **_latency(policy),
                "intervention_ticks": getattr(source, "human_ticks", 0), "takeovers": getattr(source, "takeovers", 0),
                "stale_dropped": getattr(executor, "stale_dropped", 0),

@@ -198,16 +198,15 @@ def run_teleoperate(cfg: TeleoperateConfig) -> int:
     from robot_learning.rig import open_rig
     from robot_learning.runtime.sources import TeleopSource
 
-    rig = open_rig(cfg.robot, cfg.teleop, robot_port=cfg.robot_port, robot_id=cfg.robot_id,
-                   teleop_port=cfg.teleop_port, teleop_id=cfg.teleop_id, calibration_dir=cfg.calibration_dir,
-                   rate_hz=cfg.rate_hz, cameras=cfg.cameras, quiet=cfg.json)
+    rig = open_rig(cfg.rig, quiet=cfg.json)
+    record, task, teleop = cfg.session.record, cfg.rig.task, cfg.rig.teleop
     recorder = None
     t0 = time.perf_counter()
     try:
         tracking = TrackingSink()
         sinks = [tracking] + ([] if cfg.json else [StatusLine(rig, tracking)])
-        if cfg.record is not None:
-            recorder = _open_recorder(cfg.record, rig)
+        if record is not None:
+            recorder = _open_recorder(record, rig)
             sinks.insert(0, recorder)
         if rig.env is not None:
             rig.env.reset(0)
@@ -218,22 +217,22 @@ def run_teleoperate(cfg: TeleoperateConfig) -> int:
             return EpisodeEvent.STOP in events
 
         # Plain teleop: every tick is the human's, none is a takeover from a policy.
-        runtime = rig.runtime(TeleopSource(rig.teleop, report_intervention=False), sinks, task=cfg.task)
+        runtime = rig.runtime(TeleopSource(rig.teleop, report_intervention=False), sinks, task=task)
         if recorder is not None:
             recorder.start_episode()
         episode = None
         try:
-            stats = runtime.run(duration_s=cfg.duration_s, should_stop=should_stop)
+            stats = runtime.run(duration_s=cfg.session.duration_s, should_stop=should_stop)
         except (DeviceError, SystemExit, KeyboardInterrupt) as e:
             # The runtime held the robot; keep what was recorded up to a fault or a SIGTERM, marked as such.
             if recorder is not None:
                 why = f"a device fault: {e}" if isinstance(e, DeviceError) else f"signal (exit {e})"
-                recorder.end_episode(keep=True, task=cfg.task or "", operator_notes=f"{cfg.teleop} teleop; ended by "
+                recorder.end_episode(keep=True, task=task or "", operator_notes=f"{teleop} teleop; ended by "
                                      f"{why}")
-                print(f"\nthe episode up to here is kept in {cfg.record}", file=sys.stderr)
+                print(f"\nthe episode up to here is kept in {record}", file=sys.stderr)
             raise
         if recorder is not None:
-            rec = recorder.end_episode(keep=True, task=cfg.task or "", operator_notes=f"{cfg.teleop} teleop")
+            rec = recorder.end_episode(keep=True, task=task or "", operator_notes=f"{teleop} teleop")
             episode = None if rec is None else rec.index
     finally:
         try:
@@ -241,7 +240,7 @@ def run_teleoperate(cfg: TeleoperateConfig) -> int:
                 recorder.shutdown()
         finally:
             rig.close()
-    summary = {"robot": cfg.robot, "teleop": cfg.teleop, "wall_s": round(time.perf_counter() - t0, 2),
+    summary = {"robot": cfg.rig.robot, "teleop": teleop, "wall_s": round(time.perf_counter() - t0, 2),
                **stats.summary(), **tracking.summary(), "final_joint_pos_rad": tracking.final_joint_pos_rad}
     for key, device in (("bus", rig.robot), ("teleop_bus", rig.teleop)):  # the follower's, the leader arm's
         st = getattr(getattr(device, "bus", None), "stats", None)
@@ -249,8 +248,8 @@ def run_teleoperate(cfg: TeleoperateConfig) -> int:
             summary[key] = {"transactions": st.transactions, "retries": st.retries, "errors": st.errors,
                             "failures": st.failures, "late_replies": st.late_replies,
                             "try_timeout_ms": round(st.try_timeout_s * 1e3, 1)}
-    if cfg.record is not None:
-        summary["dataset"], summary["episode"] = str(cfg.record), episode
+    if record is not None:
+        summary["dataset"], summary["episode"] = str(record), episode
     print(json.dumps(summary) if cfg.json else "  ".join(f"{k} {v}" for k, v in summary.items()))
     return 0
 

@@ -15,9 +15,10 @@ import sys
 
 LOGGER = "robot_learning"
 LEVEL_ENV = "ROBOT_LEARNING_LOG"
-STDERR_LOGGERS = frozenset({"robot_learning.deploy.server"})
+STDERR_LOGGERS = frozenset({"robot_learning.deploy.server", "robot_learning.rig"})
 """Loggers whose INFO lines go to stderr too (the policy server's per-client lines: it may run inside a command
-whose stdout is its result, e.g. ``deploy --json`` against an in-process server)."""
+whose stdout is its result, e.g. ``deploy --json`` against an in-process server; a teleop device's controls, shown
+to the operator of ``record`` / ``teleoperate`` / ``deploy``, whose stdout is their summary)."""
 
 
 class TerminalHandler(logging.Handler):

@@ -204,7 +204,22 @@ def parse(argv: Sequence[str]) -> object:
         if e.code in (0, None):
             sys.stderr.write(err.getvalue())
             raise
+        config_error = _config_error_behind(e)
+        if config_error is not None:   # a config's own check (__post_init__): its message alone, not tyro's box
+            raise config_error from None
         raise UsageError(condense_usage_error(err.getvalue())) from None
+
+
+def _config_error_behind(exc: BaseException) -> ConfigError | None:
+    """The ``ConfigError`` a config's ``__post_init__`` raised, if that is what tyro turned into its exit (tyro
+    wraps it as an instantiation error and exits inside the handler, so it is on the exception's context chain)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, ConfigError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__context__
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -37,7 +37,7 @@ def report(cfg: RecordConfig, kept: int, t0: float) -> int:
 
 
 def run_record(cfg: RecordConfig) -> int:
-    if not cfg.robot.startswith("sim:"):
+    if not cfg.rig.robot.startswith("sim:"):
         from robot_learning.cli.record_real import run_record_real
 
         return run_record_real(cfg)
@@ -49,9 +49,10 @@ def run_record(cfg: RecordConfig) -> int:
 
     from robot_learning.sim.world import PhysicsConfig
 
-    _, task_name, model = parse_robot(cfg.robot)
-    human = cfg.teleop != "scripted"
-    env = SimEnv(SimEnvConfig(task=task_name, robot=model, cameras=SIM_CAMERAS if cfg.cameras is None else cfg.cameras,
+    _, task_name, model = parse_robot(cfg.rig.robot)
+    human = cfg.rig.teleop != "scripted"
+    cameras = SIM_CAMERAS if cfg.rig.cameras is None else cfg.rig.cameras
+    env = SimEnv(SimEnvConfig(task=task_name, robot=model, cameras=cameras,
                               image_size=cfg.image_size, camera_fps=cfg.camera_fps, tactile=cfg.tactile,
                               physics=PhysicsConfig(realtime=human)))  # a person needs real time
     sensors = env.sensors
@@ -84,7 +85,7 @@ def run_record(cfg: RecordConfig) -> int:
         while i < cfg.episodes:
             seed = first_seed + i
             progress["episode"] = i
-            obs = env.reset(seed, instruction=cfg.task)
+            obs = env.reset(seed, instruction=cfg.rig.task)
             instruction = env.instruction
             if human:
                 source = TeleopSource(teleop)
@@ -108,7 +109,7 @@ def run_record(cfg: RecordConfig) -> int:
             rerecord = EpisodeEvent.RERECORD in events
             keep = not rerecord and (success or cfg.keep_failures or human)
             rec = recorder.end_episode(keep=keep, task=instruction, success=success, seed=seed,
-                                       operator_notes="scripted expert" if not human else f"{cfg.teleop} teleop")
+                                       operator_notes="scripted expert" if not human else f"{cfg.rig.teleop} teleop")
             kept += int(rec is not None)
             attempt += 1
             status = "kept" if keep else ("discarded: re-record" if rerecord else "discarded (failed)")
@@ -141,19 +142,20 @@ def _human_teleop(cfg: RecordConfig, env, rate: float):
     arm commands the twin's joints directly: no stage)."""
     from robot_learning.rig import cartesian_stage, make_ee_teleop
 
-    if cfg.teleop.endswith("-leader"):
+    rig = cfg.rig
+    if rig.teleop.endswith("-leader"):
         from robot_learning.hardware.arms import get_arm
         from robot_learning.hardware.servo_arm import LeaderArm, ServoArmConfig
 
-        spec = get_arm(cfg.teleop)
+        spec = get_arm(rig.teleop)
         if spec.twin != env.robot.spec.name:
             hint = f": use --robot sim:TASK:{spec.twin}" if spec.twin else ""
-            raise ConfigError(f"--teleop {cfg.teleop} commands the joints of a {spec.twin or spec.kind}, not of the "
+            raise ConfigError(f"--teleop {rig.teleop} commands the joints of a {spec.twin or spec.kind}, not of the "
                               f"sim {env.robot.spec.name}{hint}")
-        teleop = LeaderArm(spec, ServoArmConfig(cfg.teleop_port, cfg.teleop_id, cfg.calibration_dir, watchdog_s=None),
+        teleop = LeaderArm(spec, ServoArmConfig(rig.teleop_port, rig.teleop_id, rig.calibration_dir, watchdog_s=None),
                            action_features=env.robot.action_features, clock=env.world.clock)
         teleop.connect()
         return teleop, None
-    teleop = make_ee_teleop(cfg.teleop, env.world.clock, step_m=0.01 * env.task.workspace.object_scale)
+    teleop = make_ee_teleop(rig.teleop, env.world.clock, step_m=0.01 * env.task.workspace.object_scale)
     teleop.connect()
     return teleop, cartesian_stage(env.robot.spec.name, rate, env)

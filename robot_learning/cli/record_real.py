@@ -38,9 +38,7 @@ def run_record_real(cfg: RecordConfig) -> int:
     from robot_learning.datasets.recorder import Recorder, open_store, schema_for
     from robot_learning.rig import open_rig
 
-    rig = open_rig(cfg.robot, cfg.teleop, robot_port=cfg.robot_port, robot_id=cfg.robot_id,
-                   teleop_port=cfg.teleop_port, teleop_id=cfg.teleop_id, calibration_dir=cfg.calibration_dir,
-                   rate_hz=cfg.rate_hz, cameras=cfg.cameras or ())
+    rig = open_rig(cfg.rig)
     recorder, view = None, None
     progress = {"episode": 0, "recorder": None}
     try:  # devices and the display first: a missing one must not leave an empty dataset behind
@@ -76,8 +74,8 @@ def _close(recorder, view, rig, failing: bool = False) -> None:
 
 def _episodes(cfg: RecordConfig, rig, recorder, sinks, progress: dict, t0: float) -> int:
     """Record up to ``cfg.episodes`` episodes; the number kept."""
-    task = cfg.task or ""
-    notes = f"{cfg.teleop} teleop"
+    task = cfg.rig.task or ""
+    notes = f"{cfg.rig.teleop} teleop"
     kept, i = 0, 0
     try:
         while i < cfg.episodes:
@@ -89,7 +87,7 @@ def _episodes(cfg: RecordConfig, rig, recorder, sinks, progress: dict, t0: float
                 return bool(events)
 
             # Plain teleop: every tick is the human's, none is a takeover from a policy.
-            runtime = rig.runtime(TeleopSource(rig.teleop, report_intervention=False), sinks, task=cfg.task)
+            runtime = rig.runtime(TeleopSource(rig.teleop, report_intervention=False), sinks, task=cfg.rig.task)
             length = f"{cfg.episode_s:g} s" if cfg.episode_s is not None else "until the teleop's next / stop"
             print(f"\repisode {i + 1}/{cfg.episodes}: recording ({length}){' ' * 20}", end="", file=sys.stderr,
                   flush=True)

@@ -18,7 +18,7 @@ import mujoco
 import numpy as np
 
 from robot_learning.core.robot_models import RobotModel
-from robot_learning.errors import ConfigError
+from robot_learning.errors import ConfigError, SafetyViolation
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ class CartesianController:
         limits hold: the result is at most ``v_max * dt_s`` from ``q_arm`` in every joint.
         """
         if not (np.all(np.isfinite(q_arm)) and np.all(np.isfinite(target_pos_m))):
-            raise ConfigError("CartesianController.solve: non-finite joint positions or target")
+            raise SafetyViolation("CartesianController.solve: non-finite joint positions or target")
         q = self.configuration.q.copy()
         q[self._qadr] = np.clip(q_arm, self.model.jnt_range[:, 0][self._joint_ids()],
                                 self.model.jnt_range[:, 1][self._joint_ids()])

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from robot_learning.deploy.client import ProtocolError, decode, encode
-from robot_learning.errors import ConfigError
+from robot_learning.errors import ConfigError, WorkerFailedError
 
 LINK_VERSION = 1
 MAX_EPISODE_TICKS = 100_000
@@ -95,7 +95,7 @@ class LearnerLink:
         try:
             self._server = serve(self._handle, self.host, self.port, max_size=64 << 20,
                                  process_request=self._process_request)
-        except OSError as e:
+        except OSError as e:   # a port in use, an address not of this machine: the fix is another --host / --port
             raise ConfigError(f"learner: cannot listen on {self.host}:{self.port} ({e.strerror or e})") from None
         self.port = int(self._server.socket.getsockname()[1])
         self._thread = threading.Thread(target=self._server.serve_forever, name="learner-link", daemon=True)
@@ -184,15 +184,19 @@ class ActorLink:
             raise ConfigError(f"--learner {url}: cannot connect ({e})") from None
         self.timeout_s = float(timeout_s)
 
-    def _ask(self, msg: dict) -> dict:
+    def _ask(self, msg: dict, refused: type[Exception] = WorkerFailedError) -> dict:
         self.ws.send(encode(msg))
         reply = decode(self.ws.recv(timeout=self.timeout_s))
         if reply["type"] == "error":
-            raise ConfigError(f"learner refused: {reply.get('message')}")
+            raise refused(f"learner refused: {reply.get('message')}")
         return reply
 
     def hello(self, x_dim: int, action_dim: int) -> dict:
-        return self._ask({"type": "hello", "version": LINK_VERSION, "x_dim": int(x_dim), "action_dim": int(action_dim)})
+        """The learner's welcome; a refusal (another base policy than the learner's, another link version) is a
+        ``ConfigError``: the actor was started with the wrong --checkpoint or install. A refused episode later is a
+        failure of the actor (``WorkerFailedError``)."""
+        return self._ask({"type": "hello", "version": LINK_VERSION, "x_dim": int(x_dim), "action_dim": int(action_dim)},
+                         refused=ConfigError)
 
     def send_episode(self, seed: int, x: np.ndarray, r: np.ndarray, intervened: np.ndarray, success: bool,
                      weights_version: int) -> dict:
