@@ -745,7 +745,7 @@ def _knob(name: str) -> property:
 # The servo process: this file imported by name from its folder (its cached bytecode; -I -S: the
 # standard library only, whatever the caller's environment), then ``_serve_main``.
 _HERE = os.path.dirname(os.path.abspath(__file__))
-_SERVE = "import sys; sys.path.insert(0, sys.argv[1]); import servo_emulator; servo_emulator._serve_main(sys.argv[2:])"
+_SERVE = "import sys; sys.path.append(sys.argv[1]); import servo_emulator; servo_emulator._serve_main(sys.argv[2:])"
 
 
 class ServoEmulator:

@@ -4,7 +4,6 @@ against a servo emulator with a thread playing the operator."""
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 
@@ -27,29 +26,55 @@ def servos_of(spec) -> dict[int, str]:
     return {m.id: m.model for _, m in spec.motors}
 
 
-def sweep_and_calibrate(emu, spec, arm_id: str, cal_dir, pose=FOLLOWER_POSE, rate_hz=200.0):
+def sweep_and_calibrate(emu, spec, arm_id: str, cal_dir, pose=FOLLOWER_POSE, rate_hz=400.0):
     """The real calibration procedure on the servo emulator ``emu``, with a thread playing the operator: zero pose,
-    then each joint to both ends of its range and back, in small steps (as a hand moves it)."""
+    then each joint to both ends of its range and back, in small steps (as a hand moves it). The hand keeps pace
+    with the procedure's readings (``on_sample``), not with the clock: every step is read at least once and each
+    end a few times, however late a loaded host runs either thread. The thread is joined before returning."""
     ids = {n: m.id for n, m in spec.motors}
-    for n, (home, _, _) in pose.items():
-        emu.servo(ids[n]).set_physical(home)
-    done = threading.Event()
+    emu.set_physical({ids[n]: home for n, (home, _, _) in pose.items()})
+    done, stop, samples, threads = threading.Event(), threading.Event(), threading.Condition(), []
+    count = [0]
+
+    def on_sample(raw):
+        with samples:
+            count[0] += 1
+            samples.notify_all()
+
+    def read(times):  # until the procedure has read the arm `times` more times (the first may be under way)
+        with samples:
+            target = count[0] + times
+            samples.wait_for(lambda: count[0] >= target or stop.is_set(), timeout=60)
+            return not stop.is_set()
 
     def operator():
-        time.sleep(0.05)  # the procedure reads the zero pose first
+        if not read(2):  # the zero pose is read before the sweep starts
+            return
         for n, (home, lo, hi) in pose.items():
             for target in (lo, hi, 0):
                 cur = emu.servo(ids[n]).present_raw
                 rel = ((cur - home + RES // 2) % RES) - RES // 2
-                for r in np.linspace(rel, target, 12)[1:]:
+                for r in np.linspace(rel, target, 7)[1:]:   # <= 500 ticks a step: the sweep unwraps
                     emu.servo(ids[n]).set_physical(int(round(home + r)) % RES)
-                    time.sleep(0.006)
-                time.sleep(0.03)  # rest at each end, as a hand does: the sampler sees it
-        time.sleep(0.03)
+                    if not read(2):
+                        return
+                if not read(3):  # rest at each end, as a hand does: the sampler sees it
+                    return
         done.set()
 
-    with make_bus(spec, emu.port) as bus:
-        cal = record_calibration(bus, spec, arm_id, rate_hz=rate_hz, sweep_done=done.is_set,
-                                 wait_for_zero_pose=lambda: threading.Thread(target=operator, daemon=True).start())
+    def start_operator():
+        threads.append(threading.Thread(target=operator, daemon=True))
+        threads[-1].start()
+
+    try:
+        with make_bus(spec, emu.port) as bus:
+            cal = record_calibration(bus, spec, arm_id, rate_hz=rate_hz, sweep_done=done.is_set, on_sample=on_sample,
+                                     wait_for_zero_pose=start_operator)
+    finally:  # a refused calibration ends before the sweep does: stop the hand before the emulator goes
+        stop.set()
+        with samples:
+            samples.notify_all()
+        for th in threads:
+            th.join()
     cal.save(calibration_path(spec.kind, arm_id, cal_dir))
     return cal
