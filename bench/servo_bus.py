@@ -63,7 +63,8 @@ VANISH_ID = 3
 
 
 def load_emulator() -> Any:
-    """``hardware/servo_emulator.py`` by path (stdlib only: it runs under any interpreter, LeRobot's too)."""
+    """``hardware/servo_emulator.py`` by path (stdlib only: it runs under any interpreter, LeRobot's too; it
+    loads its sibling files ``servo_packets.py`` and ``servo_peer.py`` by path itself)."""
     spec = importlib.util.spec_from_file_location("servo_emulator", EMULATOR_PATH)
     module = importlib.util.module_from_spec(spec)
     sys.modules["servo_emulator"] = module
