@@ -30,47 +30,44 @@ def site(tmp_path_factory) -> Path:
     return d
 
 
-def _cli(site: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "robot_learning", *args], capture_output=True, text=True, env=env,
-                          timeout=timeout)
-
-
-def test_toy_family_end_to_end_through_the_cli(site, lift_base, tmp_path, monkeypatch):
+def test_toy_family_end_to_end_through_the_cli(site, lift_base, tmp_path, monkeypatch, capsys):
+    """In this process (the plug-in's folder on sys.path, found through its entry point) train, resume and evaluate
+    it with the CLI; then serve it from a fresh process that sees the plug-in only through PYTHONPATH."""
+    from robot_learning.cli.main import main
     from robot_learning.deploy.client import PolicyClient
+    from robot_learning.errors import ConfigError
     from robot_learning.policies.checkpoint import load_policy
-    from support.sim_recordings import lift_observations
-
-    help_ = _cli(site, "train", "--help")
-    text = " ".join(help_.stdout.replace("│", " ").split())
-    assert help_.returncode == 0 and "--policy {diffusion,flow,act,ar,carp,vla,toy}" in text, help_.stdout
-    assert "toy: a two-layer MLP from the state to the action chunk (a plug-in)" in text
+    from support.sim_recordings import lift_observations, run_cli
 
     run = tmp_path / "run"
     common = ["train", "--dataset", str(lift_base["demos"]), "--out", str(run), "--policy", "toy", "--batch-size",
               "8", "--horizon", "8", "--action-steps", "4", "--videos", "0", "--no-progress"]
-    first = _cli(site, *common, "--steps", "2", "--eval-episodes", "1")
-    assert first.returncode == 0, first.stderr
-    assert re.search(r"trained 2 steps .*\neval lift: success (0|1)\.00 over 1 held-out episodes", first.stdout), \
-        first.stdout
-    resumed = _cli(site, *common, "--steps", "4", "--eval-episodes", "0", "--resume")
-    assert resumed.returncode == 0 and "trained 4 steps" in resumed.stdout, resumed.stderr
+    assert main(common + ["--steps", "1"]) == 2     # not installed: the usage error lists the families there are
+    assert capsys.readouterr().err == (
+        "robot-learning: error: invalid choice 'toy' for argument '--policy'. Expected one of ('diffusion', 'flow', "
+        "'act', 'ar', 'carp', 'vla'). (see robot-learning --help)\n")
+
+    monkeypatch.syspath_prepend(str(site))
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    assert "--policy {diffusion,flow,act,ar,carp,vla,toy}" in text, text
+    assert "toy: a two-layer MLP from the state to the action chunk (a plug-in)" in text
+
+    rc, out = run_cli(*common, "--steps", "2", "--eval-episodes", "1")
+    assert rc == 0 and re.search(r"trained 2 steps .*\neval lift: success (0|1)\.00 over 1 held-out episodes", out), out
+    rc, out = run_cli(*common, "--steps", "4", "--eval-episodes", "0", "--resume")
+    assert rc == 0 and "trained 4 steps" in out, out
     doc = json.loads((run / "policy" / "config.json").read_text())
     assert doc["policy"] == "toy" and doc["config"]["toy"]["Ta"] == 4
+    rc, out = run_cli("eval", "--checkpoint", str(run), "--episodes", "1", "--videos", "0", "--json",
+                      "--out", str(tmp_path / "eval"))
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert rc == 0 and summary["episodes"] == 1 and summary["success_rate"] in (0.0, 1.0) and summary["sampler"] is None
+    local = load_policy(run)
+    assert type(local).__name__ == "ToyPolicy" and type(local).__module__ == "toy_family"
 
-    ev = _cli(site, "eval", "--checkpoint", str(run), "--episodes", "1", "--videos", "0", "--json",
-              "--out", str(tmp_path / "eval"))
-    assert ev.returncode == 0, ev.stderr
-    summary = json.loads(ev.stdout.strip().splitlines()[-1])
-    assert summary["episodes"] == 1 and summary["success_rate"] in (0.0, 1.0) and summary["sampler"] is None
-
-    # without the plug-in installed, the checkpoint names a family nobody registered: one line, exit 2
-    missing = subprocess.run([sys.executable, "-m", "robot_learning", "eval", "--checkpoint", str(run),
-                              "--episodes", "1"], capture_output=True, text=True, timeout=120)
-    assert missing.returncode == 2
-    assert "checkpoint policy kind: expected one of" in missing.stderr and "found 'toy'" in missing.stderr
-
-    # serve it (port 0: the server says where), and compare with the policy loaded here (the plug-in on sys.path)
+    # serve it from a fresh process (port 0: the server says where) and compare with the policy loaded here
     env = {**os.environ, "PYTHONPATH": str(site)}
     server = subprocess.Popen([sys.executable, "-m", "robot_learning", "serve", "--checkpoint", str(run),
                                "--port", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
@@ -80,9 +77,6 @@ def test_toy_family_end_to_end_through_the_cli(site, lift_base, tmp_path, monkey
             line = server.stderr.readline()
             assert line or server.poll() is None, "the server exited before it served"
         url = re.search(r"(ws://[\d.]+:\d+)", line).group(1)
-        monkeypatch.syspath_prepend(str(site))
-        local = load_policy(run)
-        assert type(local).__name__ == "ToyPolicy"
         obs = lift_observations(local, n=1)[0]
         values = {s.name: obs.values[s.name] for s in local.observation_features}
         with PolicyClient(url) as client:
@@ -95,3 +89,8 @@ def test_toy_family_end_to_end_through_the_cli(site, lift_base, tmp_path, monkey
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+    # without the plug-in, its checkpoint names a family nobody registered: one line
+    monkeypatch.undo()
+    with pytest.raises(ConfigError, match="checkpoint policy kind: expected one of .*found 'toy'"):
+        load_policy(run)

@@ -170,13 +170,18 @@ _BOX = re.compile(r"^[\s│╭╮╰╯─┃━┏┓┗┛]+|[\s│╭╮╰�
 def condense_usage_error(text: str) -> str:
     """tyro draws its errors in a box; reduce it to one line: '<title>: <first message>'."""
     lines = [ln for ln in text.splitlines() if ln.strip()]
+    rule = set("─━- ")   # a separator line (without a terminal, rich draws no box: title, a rule of '-', message)
     title, message = "", []
-    for ln in lines:
+    for i, ln in enumerate(lines):
         stripped = _BOX.sub("", ln)
         if ln.lstrip().startswith("╭"):
             title = stripped.strip("─ ").strip()
             continue
-        if not stripped or set(stripped) <= set("─━ "):
+        following = _BOX.sub("", lines[i + 1]) if i + 1 < len(lines) else ""
+        if not title and not message and following and set(following) <= rule and set(stripped) - rule:
+            title = stripped.strip()
+            continue
+        if not stripped or set(stripped) <= rule:
             if message:
                 break
             continue
