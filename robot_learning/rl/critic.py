@@ -136,7 +136,7 @@ class ChunkCritic(nn.Module):
                                              chunks.shape)
         s = self.state_vector({k: np.asarray(v)[None] for k, v in values.items()})
         s_n = self.norm_state(s).expand(chunks.shape[0], -1)
-        return self.q_all(s_n, self.norm_chunk(torch.from_numpy(chunks))).min(0).values.numpy()
+        return self.q_all(s_n, self.norm_chunk(torch.tensor(chunks))).min(0).values.numpy()
 
     # --- losses ----------------------------------------------------------------------------------
     def losses(self, target: ChunkCritic, batch: Mapping[str, torch.Tensor], generator: torch.Generator) -> dict:
