@@ -3,7 +3,6 @@ stand-in for cv2.VideoCapture that behaves like a V4L2 device."""
 
 import fractions
 import os
-import threading
 import time
 
 import numpy as np
@@ -14,6 +13,7 @@ from robot_learning.errors import ConfigError, DeviceFaultError, DeviceTimeoutEr
 from robot_learning.hardware import opencv_camera as oc
 from robot_learning.hardware.opencv_camera import (EndOfStreamError, OpenCVCamera, OpenCVCameraConfig,
                                                    find_opencv_cameras)
+from support.host_load import wakeup_probe
 
 W, H, FPS = 64, 48, 30
 RED = (255, 0, 0)
@@ -58,40 +58,21 @@ def video(tmp_path_factory):
     return paths
 
 
-def _wakeup_lateness(stop, period_s=0.005):
-    """How late this host wakes a sleeping thread (s), sampled until ``stop`` is set: the yardstick for
-    "handed out at its time" on a loaded host."""
-    late = []
-
-    def run():
-        while not stop.is_set():
-            t = time.monotonic()
-            time.sleep(period_s)
-            late.append(time.monotonic() - t - period_s)
-
-    th = threading.Thread(target=run, daemon=True)
-    th.start()
-    return late, th
-
-
 def test_file_plays_in_real_time_in_order_rgb(video):
     cam = OpenCVCamera(OpenCVCameraConfig(source=str(video[24]), name="front"), buffer_len=64)
     assert cam.features["front"].shape == (H, W, 3)  # probed from the file while disconnected
-    stop = threading.Event()
-    probe, probe_thread = _wakeup_lateness(stop)
-    with cam:
-        assert cam.timestamp_source == "file_pts" and cam.mode["fps"] == pytest.approx(FPS)
-        t0 = time.monotonic()
-        first = cam.async_read(timeout_s=1.0)
-        assert cam.read_latest(max_age_s=0.5).seq >= first.seq
-        assert cam.read_aligned(first.t_capture_ns, max_age_s=1e-3).seq == first.seq
-        samples = [first]
-        while len(samples) < 24:
-            samples += cam.samples_after(samples[-1].seq)
-            time.sleep(0.005)
-        wall = time.monotonic() - t0
-    stop.set()
-    probe_thread.join()
+    with wakeup_probe(period_s=0.005) as probe:
+        with cam:
+            assert cam.timestamp_source == "file_pts" and cam.mode["fps"] == pytest.approx(FPS)
+            t0 = time.monotonic()
+            first = cam.async_read(timeout_s=1.0)
+            assert cam.read_latest(max_age_s=0.5).seq >= first.seq
+            assert cam.read_aligned(first.t_capture_ns, max_age_s=1e-3).seq == first.seq
+            samples = [first]
+            while len(samples) < 24:
+                samples += cam.samples_after(samples[-1].seq)
+                time.sleep(0.005)
+            wall = time.monotonic() - t0
     host_late_ms = 1e3 * float(np.percentile(probe, 90)) if probe else 0.0
     imgs = [s.value["front"] for s in samples]
     assert [counter(im) for im in imgs] == list(range(24))

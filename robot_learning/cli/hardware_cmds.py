@@ -247,6 +247,7 @@ def run_teleoperate(cfg: TeleoperateConfig) -> int:
         if st is not None:
             summary[key] = {"transactions": st.transactions, "retries": st.retries, "errors": st.errors,
                             "failures": st.failures, "late_replies": st.late_replies,
+                            "errors_by_kind": dict(st.errors_by_kind), "last_error": st.last_error,
                             "try_timeout_ms": round(st.try_timeout_s * 1e3, 1)}
     if record is not None:
         summary["dataset"], summary["episode"] = str(record), episode
