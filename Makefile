@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export MUJOCO_GL ?= egl
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install system-deps test test-all demo bench bench-learning clean
+.PHONY: install system-deps test test-suites test-all demo bench bench-learning clean
 
 install: system-deps $(STAMP)
 
@@ -38,6 +38,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The benchmark suites' own tests: each suite's venv is made once from the package index (then cached
+# under ~/.cache/robot-learning/benchmarks), and the adapter plays a few steps against the policy server.
+test-suites: install
+	$(BIN)/python -m pytest -q -m benchmark_venv
 
 # Includes the slow learning runs kept out of CI.
 test-all: install

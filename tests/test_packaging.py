@@ -35,6 +35,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TOP = "robot_learning"
 MAPPED = ("hardware", "sim", "datasets")  # top-level folders installed as robot_learning.<name>
 DIST_INFO = re.compile(r"^robot_learning-[^/]+\.dist-info/")
+# Folders of scripts the wheel ships but nothing imports: the benchmark adapters run inside each suite's own venv
+# (a namespace folder in [tool.setuptools] packages, without __init__.py).
+SCRIPT_DIRS = ("robot_learning/benchmarks/adapters/",)
 
 
 def _package_dirs() -> dict[str, Path]:
@@ -89,7 +92,7 @@ def _source_data() -> set[str]:
 def _wheel_modules(names: list[str]) -> set[str]:
     mods = set()
     for n in names:
-        if n.endswith(".py") and not DIST_INFO.match(n):
+        if n.endswith(".py") and not DIST_INFO.match(n) and not n.startswith(SCRIPT_DIRS):
             parts = n[: -len(".py")].split("/")
             if parts[-1] == "__init__":
                 parts = parts[:-1]
@@ -189,6 +192,12 @@ def test_wheel_contains_only_the_robot_learning_namespace(wheel):
     assert _wheel_modules(names) == expected, (
         f"missing from wheel: {sorted(expected - _wheel_modules(names))}; "
         f"not in sources: {sorted(_wheel_modules(names) - expected)}")
+
+    # The scripts folders: exactly their sources' .py files.
+    for folder in SCRIPT_DIRS:
+        shipped = {n for n in names if n.startswith(folder)}
+        sources = {folder + p.name for p in (REPO_ROOT / folder).glob("*.py")}
+        assert shipped == sources, f"{folder}: wheel holds {sorted(shipped)}, sources {sorted(sources)}"
 
     # Data files: exactly the package data of the sources (the robot MJCF files), nothing left over in build/.
     data = {n for n in names if n.startswith(f"{TOP}/") and not n.endswith(".py")}

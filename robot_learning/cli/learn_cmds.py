@@ -19,6 +19,8 @@ def run_train(cfg: TrainConfig) -> int:
     ev = summary.get("eval") or {}
     print(f"trained {summary['steps']} steps in {summary['train_time_s']:.0f} s ({summary['wall_s']:.0f} s wall); "
           f"policy {summary['policy']}; curves {summary['curves']}")
+    if summary.get("eval_note"):
+        print(summary["eval_note"])
     if ev:
         print(f"eval {ev['task']}: success {ev['success_rate']:.2f} over {ev['episodes']} held-out episodes "
               f"(95% CI {ev['ci95'][0]:.2f}-{ev['ci95'][1]:.2f}), latency p50 {ev['latency_ms_p50']:.1f} ms/chunk")

@@ -25,6 +25,8 @@ from robot_learning.cli.commands import (DatasetDeleteConfig, DatasetInfoConfig,
                                         DatasetReplayConfig, DatasetSplitConfig, DatasetVerifyConfig,
                                         DatasetViewConfig, DemoConfig, DoctorConfig, EvalConfig, RecordConfig, SimCheckConfig,
                                         SimListConfig, SimViewConfig)
+from robot_learning.cli.benchmark_configs import (BenchmarkConfig, BenchmarkDemosConfig, BenchmarkEvalConfig,
+                                                  BenchmarkRunConfig, BenchmarkSetupConfig)
 from robot_learning.cli.deploy_configs import DeployConfig, ServeConfig
 from robot_learning.cli.hardware_configs import (CalibrateConfig, FindCamerasConfig, FindPortsConfig,
                                                  TeleoperateConfig)
@@ -117,6 +119,7 @@ _COMMANDS_AFTER_TRAIN = [
     Annotated[DeployConfig, tyro.conf.subcommand("deploy")],
     Annotated[tyro.conf.OmitSubcommandPrefixes[DatasetConfig], tyro.conf.subcommand("dataset")],
     Annotated[tyro.conf.OmitSubcommandPrefixes[SimConfig], tyro.conf.subcommand("sim")],
+    Annotated[tyro.conf.OmitSubcommandPrefixes[BenchmarkConfig], tyro.conf.subcommand("benchmark")],
     Annotated[CalibrateConfig, tyro.conf.subcommand("calibrate")],
     Annotated[FindPortsConfig, tyro.conf.subcommand("find-ports")],
     Annotated[FindCamerasConfig, tyro.conf.subcommand("find-cameras")],
@@ -152,12 +155,16 @@ RUNNERS: dict[type, str] = {
     DatasetSplitConfig: "robot_learning.cli.dataset_cmds:run_split",
     DatasetMergeConfig: "robot_learning.cli.dataset_cmds:run_merge",
     DatasetDeleteConfig: "robot_learning.cli.dataset_cmds:run_delete",
+    BenchmarkSetupConfig: "robot_learning.cli.benchmark_cmds:run_setup",
+    BenchmarkDemosConfig: "robot_learning.cli.benchmark_cmds:run_demos",
+    BenchmarkEvalConfig: "robot_learning.cli.benchmark_cmds:run_eval",
+    BenchmarkRunConfig: "robot_learning.cli.benchmark_cmds:run_benchmark_cmd",
 }
 
 
 def _runner(cmd: object) -> tuple[Callable[[object], int], object]:
     """The function that runs ``cmd`` and its config (command groups unwrap to their subcommand)."""
-    if isinstance(cmd, (SimConfig, DatasetConfig, FinetuneConfig)):
+    if isinstance(cmd, (SimConfig, DatasetConfig, FinetuneConfig, BenchmarkConfig)):
         cmd = cmd.cmd
     runner = next(RUNNERS[c] for c in type(cmd).__mro__ if c in RUNNERS)   # train's type is a TrainConfig subclass
     module, func = runner.split(":")

@@ -90,9 +90,31 @@ def prepare(cfg: TrainConfig, device: torch.device):
 
 
 def _eval_task(cfg: TrainConfig, meta: dict) -> tuple[str | None, str]:
+    """(sim task, twin robot model) to evaluate on; task None: no twin evaluation (``twin_eval_note`` says why)."""
     robot = meta.get("robot", {})
     task = cfg.eval_task or (robot.get("task") if robot.get("kind") == "sim" else None)
-    return task, robot.get("name", "panda")
+    model = robot.get("name", "panda")
+    if task is not None:
+        from robot_learning.core.robot_models import ROBOTS
+
+        if model not in ROBOTS:   # e.g. a benchmark suite's sawyer: evaluated in its suite, not in the twin
+            return None, model
+    return task, model
+
+
+def twin_eval_note(cfg: TrainConfig, meta: dict) -> str | None:
+    """Why training evaluates nothing in the twin when the data's robot has no twin model (None otherwise)."""
+    from robot_learning.core.robot_models import ROBOTS
+
+    robot = meta.get("robot", {})
+    model = robot.get("name")
+    wanted = cfg.eval_task or robot.get("task")
+    if cfg.evaluation.eval_episodes and wanted and model is not None and model not in ROBOTS:
+        suite = robot.get("suite")
+        where = f" (evaluate it in its {suite} suite: robot-learning benchmark eval)" if suite else ""
+        return (f"no twin evaluation: the data's robot {model!r} has no twin model (twins: {', '.join(sorted(ROBOTS))})"
+                f"{where}")
+    return None
 
 
 def _check_held_out(cfg: TrainConfig, meta: dict, n: int) -> list[int]:
@@ -144,6 +166,9 @@ def train(cfg: TrainConfig) -> dict:
     task, _ = _eval_task(cfg, meta)
     if task is not None and cfg.evaluation.eval_episodes:
         _check_held_out(cfg, meta, cfg.evaluation.eval_episodes)
+    note = twin_eval_note(cfg, meta)
+    if note:
+        log.warning("train: %s", note)
 
     from robot_learning.datasets.dense import DenseWindows
 
@@ -294,6 +319,8 @@ def train(cfg: TrainConfig) -> dict:
                "wall_s": round(wall_before + time.perf_counter() - wall0, 1), "episodes": len(store.episodes),
                "windows": len(data), "parameters": policy.num_parameters(), "device": str(device),
                "threads": torch.get_num_threads(), "eval": final, "curves": str(plot)}
+    if note:
+        summary["eval_note"] = note
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
