@@ -73,8 +73,6 @@ def evaluate_task(env: SuiteEnv, policy_dir: Path, task: str, seeds: list[int], 
     policy = load_policy(resolve_policy_dir(policy_dir), device=device)
     if sampling is not None:
         sampling.apply(policy)
-    if hasattr(policy, "eval"):
-        policy.eval()
     episodes: list[dict] = []
     import torch
 
